@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod config_cmd;
+pub mod demo;
+pub mod run;
+pub mod runs;
+pub mod sandbox;

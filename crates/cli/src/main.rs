@@ -1,0 +1,90 @@
+//! `ledgerbridge`: the one binary. Flags and glue only; the work lives in
+//! the library crates.
+
+mod commands;
+mod config;
+mod connections;
+mod logging;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Ledgerbridge: Sitecore commerce ↔ KashFlow, in real time, with nothing lost.
+#[derive(Debug, Parser)]
+#[command(name = "ledgerbridge", version, about, long_about = None)]
+struct Cli {
+    /// Config file (default: ./ledgerbridge.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://path/file.db or postgres://user@host/db
+    /// (overrides [database] url).
+    #[arg(long, global = true, value_name = "URL")]
+    database: Option<String>,
+    /// Log format (overrides [log] format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<config::LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine and its HTTP server (webhooks, API, metrics).
+    Run(commands::run::RunArgs),
+    /// Run the sandbox simulators (KashFlow, OrderCloud, xConnect, gateway).
+    Sandbox(commands::sandbox::SandboxArgs),
+    /// Sandbox + engine on SQLite + a stream of sample orders, live.
+    Demo(commands::demo::DemoArgs),
+    /// Inspect runs and work the dead-letter queue.
+    #[command(subcommand)]
+    Runs(commands::runs::RunsCommand),
+    /// Benchmarks that print numbers.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    /// Check or print the effective configuration (secrets redacted).
+    #[command(subcommand)]
+    Config(commands::config_cmd::ConfigCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let mut config = match config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Some(url) = cli.database {
+        config.database.url = url;
+    }
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => commands::run::run(config, args).await,
+            Command::Sandbox(args) => commands::sandbox::run(args).await,
+            Command::Demo(args) => commands::demo::run(config, args).await,
+            Command::Runs(cmd) => commands::runs::run(config, cmd).await,
+            Command::Bench(cmd) => commands::bench::run(config, cmd).await,
+            Command::Config(cmd) => commands::config_cmd::run(config, cmd),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

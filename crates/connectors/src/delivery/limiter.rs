@@ -1,0 +1,367 @@
+//! One target's shared limiter: token bucket, adaptive concurrency (AIMD)
+//! and a global pause after a 429.
+//!
+//! A [`Target`] is created once per connection and cloned into every worker
+//! of the process, so all callers of one target share its budget. Nothing
+//! here holds a lock across an `.await`: the state sits behind a short
+//! `std::sync::Mutex`, and waiters sleep or wait on a [`Notify`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ledgerbridge_core::{ErrorClass, Failure};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::config::TargetLimits;
+
+/// Pause applied by [`Target::on_rate_limited`] when the target gave no
+/// `Retry-After`.
+pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Longest pause one `Retry-After` can impose; longer requests are capped
+/// (the engine's own backoff takes over from there).
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(300);
+
+/// How a request that held a [`Permit`] ended, for the limiter and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// 2xx: counts towards growing the concurrency limit.
+    Success,
+    /// An ordinary 4xx answer (validation, not found, conflict, auth): the
+    /// target coped fine, so it counts like a success for the limit.
+    Rejected,
+    /// 429, 5xx or a timeout: the target is struggling; halve the limit.
+    Overloaded,
+    /// A failure that says nothing about load (connection refused, bad
+    /// body): the limit is left alone.
+    Failed,
+}
+
+impl Outcome {
+    /// The `outcome` label of `lb_target_requests_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Rejected => "rejected",
+            Outcome::Overloaded => "overloaded",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The shared delivery limiter of one target (one connection). Cheap to
+/// clone: clones share all state.
+#[derive(Clone)]
+pub struct Target {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.inner.lock();
+        f.debug_struct("Target")
+            .field("name", &self.inner.name)
+            .field("limit", &state.limit)
+            .field("in_flight", &state.in_flight)
+            .field("paused_until", &state.paused_until)
+            .finish()
+    }
+}
+
+struct Inner {
+    name: String,
+    limits: TargetLimits,
+    state: Mutex<State>,
+    /// Woken whenever a slot is freed, the limit grows or a pause changes.
+    changed: Notify,
+}
+
+struct State {
+    /// Current adaptive concurrency limit, within `[min, max]`.
+    limit: usize,
+    in_flight: usize,
+    /// Successes since the limit last changed.
+    successes: usize,
+    /// Bumped on every decrease, so that a burst of failures of requests
+    /// sent under the same limit halves it only once.
+    epoch: u64,
+    tokens: f64,
+    refilled_at: Instant,
+    paused_until: Option<Instant>,
+}
+
+enum Step {
+    Go { epoch: u64 },
+    Paused(Instant),
+    WaitToken(Duration),
+    WaitSlot,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves consistent counters (every
+        // update is a single assignment), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish_limit(&self, limit: usize) {
+        metrics::gauge!("lb_target_concurrency_limit", "target" => self.name.clone())
+            .set(limit as f64);
+    }
+
+    fn try_take(&self, now: Instant) -> Step {
+        let mut state = self.lock();
+        if let Some(until) = state.paused_until {
+            if until > now {
+                return Step::Paused(until);
+            }
+            state.paused_until = None;
+        }
+        if state.in_flight >= state.limit {
+            return Step::WaitSlot;
+        }
+        if let Some(rate) = self.limits.rate_per_sec {
+            let burst = f64::from(self.limits.burst);
+            let elapsed = now.saturating_duration_since(state.refilled_at).as_secs_f64();
+            state.tokens = (state.tokens + elapsed * rate).min(burst);
+            state.refilled_at = now;
+            if state.tokens < 1.0 {
+                let missing = 1.0 - state.tokens;
+                let wait = Duration::try_from_secs_f64(missing / rate)
+                    .unwrap_or(Duration::from_millis(1))
+                    .max(Duration::from_millis(1));
+                return Step::WaitToken(wait);
+            }
+            state.tokens -= 1.0;
+        }
+        state.in_flight += 1;
+        Step::Go { epoch: state.epoch }
+    }
+
+    fn release(&self, epoch: u64, outcome: Option<Outcome>) {
+        let new_limit = {
+            let mut state = self.lock();
+            state.in_flight = state.in_flight.saturating_sub(1);
+            let before = state.limit;
+            match outcome {
+                Some(Outcome::Success | Outcome::Rejected) if epoch == state.epoch => {
+                    state.successes += 1;
+                    if state.successes >= state.limit {
+                        state.successes = 0;
+                        state.limit = (state.limit + 1).min(self.limits.max_concurrency);
+                    }
+                }
+                Some(Outcome::Overloaded) if epoch == state.epoch => {
+                    state.successes = 0;
+                    state.epoch += 1;
+                    state.limit = (state.limit / 2).max(self.limits.min_concurrency);
+                }
+                _ => {}
+            }
+            (state.limit != before).then_some(state.limit)
+        };
+        if let Some(limit) = new_limit {
+            tracing::debug!(target_name = %self.name, limit, "concurrency limit changed");
+            self.publish_limit(limit);
+        }
+        let label = outcome.map_or("cancelled", Outcome::as_str);
+        metrics::counter!(
+            "lb_target_requests_total",
+            "target" => self.name.clone(),
+            "outcome" => label
+        )
+        .increment(1);
+        self.changed.notify_waiters();
+    }
+}
+
+impl Target {
+    /// A limiter for the target `name` (the connection name, used as the
+    /// `target` metrics label). `limits` should be validated first
+    /// ([`TargetLimits::validate`]); out-of-range values are clamped.
+    pub fn new(name: impl Into<String>, limits: TargetLimits) -> Self {
+        let mut limits = limits;
+        limits.min_concurrency = limits.min_concurrency.max(1);
+        limits.max_concurrency = limits.max_concurrency.max(limits.min_concurrency);
+        limits.burst = limits.burst.max(1);
+        let inner = Inner {
+            name: name.into(),
+            state: Mutex::new(State {
+                limit: limits.max_concurrency,
+                in_flight: 0,
+                successes: 0,
+                epoch: 0,
+                tokens: f64::from(limits.burst),
+                refilled_at: Instant::now(),
+                paused_until: None,
+            }),
+            limits,
+            changed: Notify::new(),
+        };
+        inner.publish_limit(inner.limits.max_concurrency);
+        Target {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The target's name (metrics label).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The limits this target was built with.
+    pub fn limits(&self) -> &TargetLimits {
+        &self.inner.limits
+    }
+
+    /// The current adaptive concurrency limit.
+    pub fn concurrency_limit(&self) -> usize {
+        self.inner.lock().limit
+    }
+
+    /// How many permits are held right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.lock().in_flight
+    }
+
+    /// How long the global pause still lasts, if one is active.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = self.inner.lock().paused_until?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Waits for the pause to end, a token and a concurrency slot, however
+    /// long that takes. Dropping the returned permit frees the slot.
+    pub async fn acquire(&self) -> Permit {
+        loop {
+            if let Ok(permit) = self.acquire_inner(None).await {
+                return permit;
+            }
+        }
+    }
+
+    /// Like [`Target::acquire`], but if the target is paused for longer than
+    /// `max_pause` returns at once with a [`ErrorClass::RateLimited`] failure
+    /// carrying the remaining pause, so the engine can requeue the work
+    /// instead of holding a worker.
+    pub async fn acquire_within(&self, max_pause: Duration) -> Result<Permit, Failure> {
+        self.acquire_inner(Some(max_pause)).await
+    }
+
+    async fn acquire_inner(&self, max_pause: Option<Duration>) -> Result<Permit, Failure> {
+        let mut waited = false;
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            match self.inner.try_take(now) {
+                Step::Go { epoch } => {
+                    return Ok(Permit {
+                        inner: Arc::clone(&self.inner),
+                        epoch,
+                        outcome: None,
+                    });
+                }
+                Step::Paused(until) => {
+                    let left = until.saturating_duration_since(now);
+                    if max_pause.is_some_and(|max| left > max) {
+                        return Err(Failure::new(
+                            ErrorClass::RateLimited,
+                            format!(
+                                "{} asked us to slow down; paused for another {} ms",
+                                self.inner.name,
+                                left.as_millis()
+                            ),
+                        )
+                        .with_retry_after(Some(left)));
+                    }
+                    self.count_wait(&mut waited);
+                    tokio::time::sleep_until(until).await;
+                }
+                Step::WaitToken(wait) => {
+                    self.count_wait(&mut waited);
+                    tokio::time::sleep(wait).await;
+                }
+                Step::WaitSlot => notified.await,
+            }
+        }
+    }
+
+    fn count_wait(&self, waited: &mut bool) {
+        if !*waited {
+            *waited = true;
+            metrics::counter!("lb_rate_limit_waits_total", "target" => self.inner.name.clone())
+                .increment(1);
+        }
+    }
+
+    /// The target answered 429 (or otherwise asked us to back off): every
+    /// later [`Target::acquire`] of every caller waits until the pause ends.
+    /// Without `retry_after` the pause is [`DEFAULT_RATE_LIMIT_PAUSE`]; it is
+    /// capped at [`MAX_RATE_LIMIT_PAUSE`]. A shorter pause never cuts a
+    /// longer one already in force.
+    pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
+        let pause = retry_after
+            .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
+            .min(MAX_RATE_LIMIT_PAUSE);
+        let until = Instant::now() + pause;
+        {
+            let mut state = self.inner.lock();
+            if state.paused_until.is_none_or(|current| current < until) {
+                state.paused_until = Some(until);
+            }
+        }
+        tracing::info!(
+            target_name = %self.inner.name,
+            pause_ms = pause.as_millis() as u64,
+            "target rate limited us; pausing"
+        );
+        self.inner.changed.notify_waiters();
+    }
+}
+
+/// A concurrency slot on a [`Target`]. Dropping it frees the slot; record
+/// how the request ended first with [`Permit::success`],
+/// [`Permit::overloaded`] or [`Permit::record`].
+#[must_use = "a permit frees its slot when dropped"]
+pub struct Permit {
+    inner: Arc<Inner>,
+    epoch: u64,
+    outcome: Option<Outcome>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("target", &self.inner.name)
+            .field("outcome", &self.outcome)
+            .finish()
+    }
+}
+
+impl Permit {
+    /// The request succeeded (2xx).
+    pub fn success(self) {
+        self.record(Outcome::Success);
+    }
+
+    /// The target is overloaded (429, 5xx, timeout): halve the limit.
+    pub fn overloaded(self) {
+        self.record(Outcome::Overloaded);
+    }
+
+    /// Records how the request ended and frees the slot.
+    pub fn record(mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.inner.release(self.epoch, self.outcome);
+    }
+}

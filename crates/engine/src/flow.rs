@@ -1,0 +1,308 @@
+//! What a flow is to the runtime: a named, versioned, ordered list of steps,
+//! each a function of the run's input and the earlier steps' outputs.
+//!
+//! The runtime owns durability (journal, retries, leases); a flow owns only
+//! the work of each step. External writes go through
+//! [`StepCtx::write_once`] so that a retry after an uncertain outcome links
+//! the existing object instead of creating a second one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ledgerbridge_core::{BusinessKey, ErrorClass, Failure};
+use ledgerbridge_store::{IntentState, NewAudit, Run, RunState, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A flow the runtime can execute.
+#[async_trait]
+pub trait Flow: Send + Sync + 'static {
+    /// The flow's name, e.g. `order-to-invoice`.
+    fn name(&self) -> &str;
+
+    /// The version runs are pinned to (number + content hash).
+    fn version(&self) -> &str;
+
+    /// What starts runs of this flow.
+    fn triggers(&self) -> &[Trigger] {
+        &[]
+    }
+
+    /// Step names in execution order. Names are journal keys: renaming a
+    /// step makes in-flight runs redo it.
+    fn steps(&self) -> &[&'static str];
+
+    /// Executes one step and returns its output, which is journaled and
+    /// handed to later steps (and reused if the run resumes).
+    async fn run_step(&self, step: &str, ctx: &mut StepCtx<'_>) -> Result<Value, Failure>;
+}
+
+/// What starts a run of a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// An OrderCloud webhook for this route template and verb, e.g.
+    /// `v1/orders/{direction}/{orderID}/submit` + `POST`.
+    OrderCloud { route: String, verb: String },
+    /// A payment-gateway webhook of one of these event types.
+    Gateway { event_types: Vec<String> },
+}
+
+/// The facts about a received event that select flows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind<'a> {
+    /// An OrderCloud webhook.
+    OrderCloud { route: &'a str, verb: &'a str },
+    /// A gateway webhook.
+    Gateway { event_type: &'a str },
+}
+
+impl Trigger {
+    /// Whether this trigger fires for the event.
+    pub fn matches(&self, event: &EventKind<'_>) -> bool {
+        match (self, event) {
+            (Trigger::OrderCloud { route, verb }, EventKind::OrderCloud { route: r, verb: v }) => {
+                route.eq_ignore_ascii_case(r) && verb.eq_ignore_ascii_case(v)
+            }
+            (Trigger::Gateway { event_types }, EventKind::Gateway { event_type }) => {
+                event_types.iter().any(|t| t == event_type)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A request a step would send, for dry runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRequest {
+    /// The step that would send it.
+    pub step: String,
+    /// HTTP method.
+    pub method: String,
+    /// Target URL.
+    pub url: String,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+/// Whether external writes really happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads and writes go to the targets.
+    Live,
+    /// Reads go to the targets; writes are only recorded as
+    /// [`PlannedRequest`]s and nothing is stored.
+    DryRun,
+}
+
+/// Everything a step may look at or use.
+pub struct StepCtx<'a> {
+    /// The run being executed.
+    pub run: &'a Run,
+    /// The step being executed.
+    pub step: &'a str,
+    /// Outputs of the steps already done, by step name.
+    pub outputs: &'a BTreeMap<String, Value>,
+    /// Live or dry run.
+    pub mode: Mode,
+    /// Requests recorded in dry-run mode.
+    pub planned: Vec<PlannedRequest>,
+    /// Human-readable warnings the step wants recorded with its output.
+    pub warnings: Vec<String>,
+    store: &'a dyn Store,
+}
+
+impl<'a> StepCtx<'a> {
+    /// A context for one step.
+    pub fn new(
+        run: &'a Run,
+        step: &'a str,
+        outputs: &'a BTreeMap<String, Value>,
+        mode: Mode,
+        store: &'a dyn Store,
+    ) -> Self {
+        StepCtx {
+            run,
+            step,
+            outputs,
+            mode,
+            planned: Vec::new(),
+            warnings: Vec::new(),
+            store,
+        }
+    }
+
+    /// The run's input.
+    pub fn input(&self) -> &Value {
+        &self.run.input
+    }
+
+    /// The output of an earlier step; a flow bug if missing.
+    pub fn output(&self, step: &str) -> Result<&Value, Failure> {
+        self.outputs.get(step).ok_or_else(|| {
+            Failure::new(
+                ErrorClass::Unknown,
+                format!("step {:?} needs the output of step {step:?}, which has not run", self.step),
+            )
+        })
+    }
+
+    /// Records a planned request (dry run) — for writes that do not go
+    /// through [`StepCtx::write_once`].
+    pub fn plan(&mut self, method: &str, url: &str, body: Option<Value>) {
+        self.planned.push(PlannedRequest {
+            step: self.step.to_owned(),
+            method: method.to_owned(),
+            url: url.to_owned(),
+            body,
+        });
+    }
+
+    /// Creates the external object named by `key` at most once.
+    ///
+    /// 1. If the ledger links `key` to an object, returns its id: nothing is sent.
+    /// 2. If an earlier attempt recorded the intent but its outcome is
+    ///    unknown, asks the target (`exists`) and links what it finds.
+    /// 3. Otherwise records the intent (committed before the call), calls
+    ///    `create`, and links the id it returns.
+    ///
+    /// If another run holds a pending intent on the same key and is still
+    /// running, this fails transiently rather than racing it.
+    pub async fn write_once<E, EF, C, CF>(
+        &mut self,
+        key: BusinessKey,
+        planned: PlannedRequest,
+        exists: E,
+        create: C,
+    ) -> Result<String, Failure>
+    where
+        E: FnOnce() -> EF,
+        EF: Future<Output = Result<Option<String>, Failure>>,
+        C: FnOnce() -> CF,
+        CF: Future<Output = Result<String, Failure>>,
+    {
+        let earlier = self.store.intent(&key).await.map_err(store_failure)?;
+        if let Some(intent) = &earlier {
+            if let IntentState::Linked { external_id } = &intent.state {
+                return Ok(external_id.clone());
+            }
+        }
+        if self.mode == Mode::DryRun {
+            if earlier.is_some() {
+                if let Some(found) = exists().await? {
+                    return Ok(found);
+                }
+            }
+            self.planned.push(planned);
+            return Ok(format!("(dry-run: {key})"));
+        }
+        match earlier {
+            Some(intent) => {
+                if intent.run_id != self.run.id {
+                    let other = self.store.run(intent.run_id).await.map_err(store_failure)?;
+                    if other.is_some_and(|o| o.run.state == RunState::Running) {
+                        return Err(Failure::transient(format!(
+                            "{key} is being written by run {} right now",
+                            intent.run_id
+                        )));
+                    }
+                }
+                if let Some(found) = exists().await? {
+                    self.link(&key, &found, "linked_existing", &planned).await?;
+                    return Ok(found);
+                }
+            }
+            None => {
+                self.store
+                    .begin_intent(&key, self.run.id)
+                    .await
+                    .map_err(store_failure)?;
+            }
+        }
+        let created = create().await?;
+        self.link(&key, &created, "created", &planned).await?;
+        Ok(created)
+    }
+
+    async fn link(
+        &self,
+        key: &BusinessKey,
+        external_id: &str,
+        how: &str,
+        planned: &PlannedRequest,
+    ) -> Result<(), Failure> {
+        self.store
+            .link_intent(key, external_id)
+            .await
+            .map_err(store_failure)?;
+        self.store
+            .audit(NewAudit {
+                run_id: Some(self.run.id),
+                event_id: self.run.event_id,
+                flow_version: Some(self.run.flow_version.clone()),
+                action: format!("{}.{how}", key.kind),
+                detail: serde_json::json!({
+                    "key": key.to_string(),
+                    "external_id": external_id,
+                    "request": {"method": planned.method, "url": planned.url, "body": planned.body},
+                }),
+            })
+            .await
+            .map_err(store_failure)?;
+        Ok(())
+    }
+}
+
+/// A store failure seen by a step: retry later (the store may come back).
+pub fn store_failure(err: StoreError) -> Failure {
+    Failure::transient(format!("store: {err}"))
+}
+
+/// The flows an engine can run, by name.
+#[derive(Clone, Default)]
+pub struct FlowRegistry {
+    flows: HashMap<String, Arc<dyn Flow>>,
+}
+
+impl FlowRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a flow.
+    pub fn register(&mut self, flow: Arc<dyn Flow>) {
+        self.flows.insert(flow.name().to_owned(), flow);
+    }
+
+    /// The flow of that name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Flow>> {
+        self.flows.get(name)
+    }
+
+    /// The flows an event starts, sorted by name.
+    pub fn triggered_by(&self, event: &EventKind<'_>) -> Vec<&Arc<dyn Flow>> {
+        let mut flows: Vec<&Arc<dyn Flow>> = self
+            .flows
+            .values()
+            .filter(|flow| flow.triggers().iter().any(|t| t.matches(event)))
+            .collect();
+        flows.sort_by(|a, b| a.name().cmp(b.name()));
+        flows
+    }
+
+    /// All flow names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.flows.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+impl std::fmt::Debug for FlowRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowRegistry").field("flows", &self.names()).finish()
+    }
+}

@@ -1,0 +1,12 @@
+//! The engine runtime: workers claim runs from the store, execute their
+//! flow's steps one by one with every result journaled before the next step
+//! starts, classify failures and decide retry, backoff or parking, and make
+//! external writes effectively once through the intent ledger.
+
+pub mod flow;
+pub mod policy;
+pub mod runtime;
+
+pub use flow::{EventKind, Flow, FlowRegistry, Mode, PlannedRequest, StepCtx, Trigger};
+pub use policy::RetryPolicy;
+pub use runtime::{dry_run, DryRunReport, Engine, EngineConfig, EngineHandle, Execution};

@@ -1,0 +1,513 @@
+//! The generic list engine behind every OrderCloud list endpoint (section 5):
+//! filters (`*`, `|`, `!`, `>`, `<`, repeated-key AND, dot paths into nested
+//! fields and `xp`), `search`/`searchOn`/`searchType`, `sortBy` (with `!`
+//! for descending) and `page`/`pageSize` paging into the `{Meta, Items}`
+//! envelope. Works over `serde_json::Value` objects.
+
+use std::cmp::Ordering;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use super::error::OcError;
+
+/// Default `pageSize`.
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+/// Largest accepted `pageSize`.
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+/// Query parameters with a meaning other than "filter on this property".
+const RESERVED: &[&str] = &[
+    "page",
+    "pageSize",
+    "sortBy",
+    "search",
+    "searchOn",
+    "searchType",
+    "pageKey",
+];
+
+/// A parsed list query.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// 1-based page.
+    pub page: u64,
+    /// Items per page.
+    pub page_size: u64,
+    /// `(path, descending)` sort keys.
+    pub sort: Vec<(String, bool)>,
+    /// Search text.
+    pub search: Option<String>,
+    /// Fields to search (empty: the endpoint's defaults).
+    pub search_on: Vec<String>,
+    /// `searchType`.
+    pub search_type: SearchType,
+    /// `(path, expression)` filters; repeated paths are ANDed.
+    pub filters: Vec<(String, String)>,
+}
+
+/// The `searchType` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SearchType {
+    /// Any term in any field (default).
+    #[default]
+    AnyTerm,
+    /// All terms, each in any field.
+    AllTermsAnyField,
+    /// All terms in one field.
+    AllTermsSameField,
+    /// The whole phrase in one field.
+    ExactPhrase,
+    /// A field starting with the phrase.
+    ExactPhrasePrefix,
+}
+
+impl ListQuery {
+    /// Parses a raw query string. `extra_reserved` names endpoint-specific
+    /// parameters that are not filters (e.g. `buyerID`).
+    pub fn parse(raw: Option<&str>, extra_reserved: &[&str]) -> Result<ListQuery, OcError> {
+        let pairs: Vec<(String, String)> = match raw {
+            Some(raw) => serde_urlencoded::from_str(raw).map_err(|err| {
+                OcError::bad_request("InvalidRequest", format!("Bad query string: {err}"))
+            })?,
+            None => Vec::new(),
+        };
+        let mut query = ListQuery {
+            page: 1,
+            page_size: DEFAULT_PAGE_SIZE,
+            ..ListQuery::default()
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "page" => query.page = parse_positive("page", &value, u64::MAX)?,
+                "pageSize" => query.page_size = parse_positive("pageSize", &value, MAX_PAGE_SIZE)?,
+                "sortBy" => {
+                    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        match part.strip_prefix('!') {
+                            Some(path) => query.sort.push((path.to_owned(), true)),
+                            None => query.sort.push((part.to_owned(), false)),
+                        }
+                    }
+                }
+                "search" => query.search = Some(value).filter(|s| !s.trim().is_empty()),
+                "searchOn" => {
+                    query.search_on = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
+                "searchType" => {
+                    query.search_type = match value.to_ascii_lowercase().as_str() {
+                        "anyterm" => SearchType::AnyTerm,
+                        "alltermsanyfield" => SearchType::AllTermsAnyField,
+                        "alltermssamefield" => SearchType::AllTermsSameField,
+                        "exactphrase" => SearchType::ExactPhrase,
+                        "exactphraseprefix" => SearchType::ExactPhrasePrefix,
+                        _ => {
+                            return Err(OcError::validation(
+                                "searchType",
+                                format!("Unknown searchType '{value}'."),
+                            ))
+                        }
+                    }
+                }
+                k if RESERVED.contains(&k) || extra_reserved.contains(&k) => {}
+                _ => query.filters.push((key, value)),
+            }
+        }
+        Ok(query)
+    }
+
+    /// Applies filters, search, sort and paging to `items`; `default_search`
+    /// lists the fields searched when `searchOn` is absent.
+    pub fn apply(&self, items: Vec<Value>, default_search: &[&str]) -> Value {
+        let mut kept: Vec<Value> = items
+            .into_iter()
+            .filter(|item| self.matches_filters(item) && self.matches_search(item, default_search))
+            .collect();
+        if !self.sort.is_empty() {
+            kept.sort_by(|a, b| {
+                for (path, desc) in &self.sort {
+                    let ord = compare_values(lookup(a, path), lookup(b, path));
+                    let ord = if *desc { ord.reverse() } else { ord };
+                    if ord != Ordering::Equal {
+                        return ord;
+                    }
+                }
+                Ordering::Equal
+            });
+        }
+        page_envelope(kept, self.page, self.page_size)
+    }
+
+    /// True when `item` passes every filter.
+    pub fn matches_filters(&self, item: &Value) -> bool {
+        self.filters
+            .iter()
+            .all(|(path, expr)| matches_expression(lookup(item, path), expr))
+    }
+
+    fn matches_search(&self, item: &Value, default_search: &[&str]) -> bool {
+        let Some(search) = &self.search else {
+            return true;
+        };
+        let fields: Vec<String> = if self.search_on.is_empty() {
+            default_search.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            self.search_on.clone()
+        };
+        let texts: Vec<String> = fields.iter().flat_map(|f| search_texts(item, f)).collect();
+        let phrase = search.to_lowercase();
+        let terms: Vec<&str> = phrase.split_whitespace().collect();
+        match self.search_type {
+            SearchType::AnyTerm => terms.iter().any(|t| texts.iter().any(|x| x.contains(t))),
+            SearchType::AllTermsAnyField => {
+                terms.iter().all(|t| texts.iter().any(|x| x.contains(t)))
+            }
+            SearchType::AllTermsSameField => {
+                texts.iter().any(|x| terms.iter().all(|t| x.contains(t)))
+            }
+            SearchType::ExactPhrase => texts.iter().any(|x| x.contains(phrase.trim())),
+            SearchType::ExactPhrasePrefix => texts.iter().any(|x| x.starts_with(phrase.trim())),
+        }
+    }
+}
+
+/// Lower-cased texts of the field at `path`; `xp.*` means every value in `xp`.
+fn search_texts(item: &Value, path: &str) -> Vec<String> {
+    if let Some(prefix) = path.strip_suffix(".*") {
+        return match lookup(item, prefix) {
+            Some(Value::Object(map)) => map.values().filter_map(scalar_text).collect(),
+            _ => Vec::new(),
+        };
+    }
+    lookup(item, path)
+        .and_then(scalar_text)
+        .into_iter()
+        .collect()
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.to_lowercase()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_positive(name: &str, value: &str, max: u64) -> Result<u64, OcError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n >= 1 && n <= max => Ok(n),
+        _ if max == u64::MAX => Err(OcError::validation(
+            name,
+            format!("{name} must be a whole number of at least 1."),
+        )),
+        _ => Err(OcError::validation(
+            name,
+            format!("{name} must be a whole number between 1 and {max}."),
+        )),
+    }
+}
+
+/// Builds `{Meta, Items}` for one page of `items`.
+pub fn page_envelope(items: Vec<Value>, page: u64, page_size: u64) -> Value {
+    let total = items.len() as u64;
+    if total == 0 {
+        return json!({
+            "Meta": { "Page": 1, "PageSize": page_size, "TotalCount": 0, "TotalPages": 0, "ItemRange": [0, 0] },
+            "Items": []
+        });
+    }
+    let total_pages = total.div_ceil(page_size);
+    let start = (page - 1).saturating_mul(page_size);
+    let page_items: Vec<Value> = items
+        .into_iter()
+        .skip(usize::try_from(start).unwrap_or(usize::MAX))
+        .take(usize::try_from(page_size).unwrap_or(usize::MAX))
+        .collect();
+    let range = if page_items.is_empty() {
+        json!([0, 0])
+    } else {
+        json!([start + 1, start + page_items.len() as u64])
+    };
+    json!({
+        "Meta": {
+            "Page": page,
+            "PageSize": page_size,
+            "TotalCount": total,
+            "TotalPages": total_pages,
+            "ItemRange": range,
+            "NextPageKey": null
+        },
+        "Items": page_items
+    })
+}
+
+/// The value at a dot path (`xp.Billed`, `FromUser.Email`); property names
+/// match case-insensitively when there is no exact match.
+pub fn lookup<'a>(item: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut current = item;
+    for segment in path.split('.') {
+        let map = current.as_object()?;
+        current = match map.get(segment) {
+            Some(v) => v,
+            None => map
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(segment))
+                .map(|(_, v)| v)?,
+        };
+    }
+    Some(current)
+}
+
+/// True when `value` satisfies one filter expression (`Open|Completed`,
+/// `!Smith`, `*son`, `>10`, `!*`, ...). Arrays match when any element does.
+pub fn matches_expression(value: Option<&Value>, expr: &str) -> bool {
+    expr.split('|').any(|term| matches_term(value, term))
+}
+
+fn matches_term(value: Option<&Value>, term: &str) -> bool {
+    let (negated, term) = match term.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, term),
+    };
+    let positive = match value {
+        Some(Value::Array(items)) => items.iter().any(|v| matches_positive(Some(v), term)),
+        other => matches_positive(other, term),
+    };
+    positive != negated
+}
+
+fn matches_positive(value: Option<&Value>, term: &str) -> bool {
+    let value = match value {
+        None | Some(Value::Null) => return false,
+        Some(v) => v,
+    };
+    if let Some(bound) = term.strip_prefix('>') {
+        return compare_to_text(value, bound) == Some(Ordering::Greater);
+    }
+    if let Some(bound) = term.strip_prefix('<') {
+        return compare_to_text(value, bound) == Some(Ordering::Less);
+    }
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => {
+            if let (Some(a), Some(b)) = (to_decimal(&n.to_string()), to_decimal(term)) {
+                return a == b;
+            }
+            n.to_string()
+        }
+        Value::Bool(b) => b.to_string(),
+        _ => return term == "*",
+    };
+    wildcard_match(&text.to_lowercase(), &term.to_lowercase())
+}
+
+/// Compares a stored value with a filter bound: numerically when both are
+/// numbers, as instants when both are dates, else as case-insensitive text.
+fn compare_to_text(value: &Value, bound: &str) -> Option<Ordering> {
+    match value {
+        Value::Number(n) => Some(to_decimal(&n.to_string())?.cmp(&to_decimal(bound)?)),
+        Value::String(s) => {
+            if let (Some(a), Some(b)) = (parse_instant(s), parse_instant(bound)) {
+                return Some(a.cmp(&b));
+            }
+            if let (Some(a), Some(b)) = (to_decimal(s), to_decimal(bound)) {
+                return Some(a.cmp(&b));
+            }
+            Some(s.to_lowercase().cmp(&bound.to_lowercase()))
+        }
+        _ => None,
+    }
+}
+
+fn parse_instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+fn to_decimal(text: &str) -> Option<Decimal> {
+    let text = text.trim();
+    Decimal::from_str(text)
+        .ok()
+        .or_else(|| Decimal::from_scientific(text).ok())
+}
+
+/// `*` matches any run of characters; everything else literally.
+pub fn wildcard_match(text: &str, pattern: &str) -> bool {
+    if !pattern.contains('*') {
+        return text == pattern;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Sort order: nulls last, numbers numerically, strings case-insensitively.
+fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    let a = a.filter(|v| !v.is_null());
+    let b = b.filter(|v| !v.is_null());
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            match (to_decimal(&x.to_string()), to_decimal(&y.to_string())) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                _ => x.to_string().cmp(&y.to_string()),
+            }
+        }
+        (Some(Value::String(x)), Some(Value::String(y))) => x.to_lowercase().cmp(&y.to_lowercase()),
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(raw: &str) -> ListQuery {
+        ListQuery::parse(Some(raw), &[]).expect("valid query")
+    }
+
+    fn items() -> Vec<Value> {
+        vec![
+            json!({"ID": "a", "Name": "Ann Smith", "Total": 10.5, "Status": "Open", "xp": {"Billed": true, "Tags": ["x", "y"]}, "Date": "2024-01-02T00:00:00+00:00"}),
+            json!({"ID": "b", "Name": "Bob Jones", "Total": 2, "Status": "Completed", "xp": {"Billed": null}, "Date": "2023-12-31T00:00:00+00:00"}),
+            json!({"ID": "c", "Name": "Cat Smithson", "Total": 100, "Status": "Canceled", "xp": null, "Date": "2024-06-01T00:00:00+00:00"}),
+        ]
+    }
+
+    fn ids(page: &Value) -> Vec<String> {
+        page["Items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["ID"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn exact_or_and_negation() {
+        assert_eq!(ids(&q("Status=open").apply(items(), &[])), ["a"]);
+        assert_eq!(
+            ids(&q("Status=Open|Completed").apply(items(), &[])),
+            ["a", "b"]
+        );
+        assert_eq!(ids(&q("Status=!Open").apply(items(), &[])), ["b", "c"]);
+        assert_eq!(
+            ids(&q("Status=!Open&Status=!Completed").apply(items(), &[])),
+            ["c"]
+        );
+    }
+
+    #[test]
+    fn wildcards_and_absence() {
+        assert_eq!(ids(&q("Name=*Smith*").apply(items(), &[])), ["a", "c"]);
+        assert_eq!(ids(&q("Name=*Smith").apply(items(), &[])), ["a"]);
+        assert_eq!(ids(&q("Name=Bob*").apply(items(), &[])), ["b"]);
+        assert_eq!(ids(&q("xp.Billed=!*").apply(items(), &[])), ["b", "c"]);
+        assert_eq!(ids(&q("xp.Billed=*").apply(items(), &[])), ["a"]);
+        assert_eq!(ids(&q("xp.Tags=y").apply(items(), &[])), ["a"]);
+    }
+
+    #[test]
+    fn comparisons_numbers_and_dates() {
+        assert_eq!(ids(&q("Total=>5").apply(items(), &[])), ["a", "c"]);
+        assert_eq!(ids(&q("Total=<10.5").apply(items(), &[])), ["b"]);
+        assert_eq!(ids(&q("Total=!<10.5").apply(items(), &[])), ["a", "c"]);
+        assert_eq!(ids(&q("Total=2").apply(items(), &[])), ["b"]);
+        assert_eq!(ids(&q("Date=>2024-01-01").apply(items(), &[])), ["a", "c"]);
+        assert_eq!(ids(&q("xp.Billed=true").apply(items(), &[])), ["a"]);
+    }
+
+    #[test]
+    fn sort_and_search() {
+        assert_eq!(
+            ids(&q("sortBy=!Total").apply(items(), &[])),
+            ["c", "a", "b"]
+        );
+        assert_eq!(
+            ids(&q("sortBy=Status,ID").apply(items(), &[])),
+            ["c", "b", "a"]
+        );
+        assert_eq!(
+            ids(&q("search=smith").apply(items(), &["Name"])),
+            ["a", "c"]
+        );
+        assert_eq!(
+            ids(&q("search=bob%20smith").apply(items(), &["Name"])),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            ids(&q("search=bob%20smith&searchType=AllTermsAnyField").apply(items(), &["Name"])),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ids(&q("search=open&searchOn=Status,ID").apply(items(), &["Name"])),
+            ["a"]
+        );
+    }
+
+    #[test]
+    fn paging_meta() {
+        let page = q("pageSize=2&page=2").apply(items(), &[]);
+        assert_eq!(ids(&page), ["c"]);
+        assert_eq!(
+            page["Meta"],
+            json!({"Page": 2, "PageSize": 2, "TotalCount": 3, "TotalPages": 2, "ItemRange": [3, 3], "NextPageKey": null})
+        );
+        let empty = q("Status=Nope").apply(items(), &[]);
+        assert_eq!(
+            empty,
+            json!({"Meta": {"Page": 1, "PageSize": 20, "TotalCount": 0, "TotalPages": 0, "ItemRange": [0, 0]}, "Items": []})
+        );
+    }
+
+    #[test]
+    fn bad_paging_is_rejected() {
+        for raw in ["pageSize=101", "pageSize=0", "page=0", "page=x"] {
+            let err = ListQuery::parse(Some(raw), &[]).expect_err(raw);
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
+        }
+        assert!(ListQuery::parse(Some("pageSize=100"), &[]).is_ok());
+    }
+
+    #[test]
+    fn wildcard_matcher() {
+        assert!(wildcard_match("abc", "a*c"));
+        assert!(wildcard_match("abc", "*"));
+        assert!(wildcard_match("abcbc", "a*bc"));
+        assert!(!wildcard_match("abd", "a*c"));
+    }
+}
