@@ -14,10 +14,10 @@ use ledgerbridge_engine::EngineConfig;
 use ledgerbridge_server::{ServerConfig, SourcesConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::connections::ConnectionsConfig;
+use crate::connections::{ConnectionsConfig, FlowsConfig};
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[database]`
@@ -30,6 +30,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// `[connections.*]`: the accounts flows talk to.
     pub connections: ConnectionsConfig,
+    /// `[flows.*]`: the pre-built flows' switches and settings.
+    pub flows: FlowsConfig,
     /// `[log]`
     pub log: LogConfig,
 }

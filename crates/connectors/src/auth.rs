@@ -59,7 +59,11 @@ impl TokenCache {
 
     /// The current credential, fetching a new one with `fetch` if there is
     /// none, it is due for renewal, or it is generation `stale`.
-    pub(crate) async fn get<F, Fut>(&self, stale: Option<u64>, fetch: F) -> Result<Credential, Failure>
+    pub(crate) async fn get<F, Fut>(
+        &self,
+        stale: Option<u64>,
+        fetch: F,
+    ) -> Result<Credential, Failure>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Fresh, Failure>>,

@@ -5,15 +5,26 @@
 //! failures ([`delivery::classify`]) and leave durable retries to the
 //! engine. Within one call they only renew credentials once on a 401 and
 //! respect the target's shared limiter ([`delivery::Target`]).
+//!
+//! Build **one client per connection** and clone it into every worker:
+//! clones share the session or token, the connection pool and the limiter,
+//! so the whole process keeps to the connection's limits.
+//!
+//! | Module | Target |
+//! |---|---|
+//! | [`kashflow`] | KashFlow REST v2: customers, invoices, payments, reference data |
+//! | [`ordercloud`] | OrderCloud v1: orders, line items, users, products, webhooks |
+//! | [`xconnect`] | xConnect: contacts by identifier |
+//! | [`delivery`] | limiter and failure classification shared by all |
 
-pub mod delivery;
 mod auth;
+pub mod delivery;
 pub mod error;
 pub mod kashflow;
 pub mod ordercloud;
-pub mod xconnect;
-#[macro_use]
 mod serde_util;
 mod transport;
+pub mod xconnect;
 
+pub use delivery::{Target, TargetLimits};
 pub use error::ConfigError;

@@ -178,7 +178,10 @@ impl Transport {
         authorization: Option<&str>,
     ) -> Result<Answer, Failure> {
         let what = format!("{method} {}", url.path());
-        let permit = self.target.acquire_within(self.target.limits().timeout).await?;
+        let permit = self
+            .target
+            .acquire_within(self.target.limits().timeout)
+            .await?;
 
         let mut request = self
             .http
@@ -186,7 +189,10 @@ impl Transport {
             .header(ACCEPT, "application/json");
         if let Some(value) = authorization {
             let mut value = HeaderValue::from_str(value).map_err(|_| {
-                Failure::new(ErrorClass::Auth, format!("{}: unusable credentials", self.system))
+                Failure::new(
+                    ErrorClass::Auth,
+                    format!("{}: unusable credentials", self.system),
+                )
             })?;
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
@@ -329,7 +335,10 @@ mod tests {
             "http://127.0.0.1:9/v2/customers/A%20B%2FC"
         );
         let t = transport("http://127.0.0.1:9/v2");
-        assert_eq!(t.url(&["invoices"]).as_str(), "http://127.0.0.1:9/v2/invoices");
+        assert_eq!(
+            t.url(&["invoices"]).as_str(),
+            "http://127.0.0.1:9/v2/invoices"
+        );
     }
 
     #[test]
@@ -351,15 +360,24 @@ mod tests {
     #[test]
     fn query_pairs_are_replaced() {
         let url = Url::parse("http://h/v2/invoices?page=2&searchtext=a%20b").unwrap();
-        let url = with_query(&url, &[("page", "3".to_owned()), ("perpage", "100".to_owned())]);
-        assert_eq!(url.as_str(), "http://h/v2/invoices?searchtext=a+b&page=3&perpage=100");
+        let url = with_query(
+            &url,
+            &[("page", "3".to_owned()), ("perpage", "100".to_owned())],
+        );
+        assert_eq!(
+            url.as_str(),
+            "http://h/v2/invoices?searchtext=a+b&page=3&perpage=100"
+        );
     }
 
     #[test]
     fn base_urls_are_checked() {
         let limits = TargetLimits::default();
         for bad in ["", "ftp://x/", "not a url", "http://x/v2?a=b"] {
-            assert!(Transport::new("kashflow", "k", bad, &limits).is_err(), "{bad}");
+            assert!(
+                Transport::new("kashflow", "k", bad, &limits).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -372,11 +390,152 @@ mod tests {
             method,
             path: "/v2/invoices".to_owned(),
         };
-        assert!(answer(Method::POST, 500).failure("kashflow").outcome_uncertain);
-        assert!(answer(Method::PUT, 504).failure("kashflow").outcome_uncertain);
-        assert!(!answer(Method::POST, 503).failure("kashflow").outcome_uncertain);
-        assert!(!answer(Method::GET, 500).failure("kashflow").outcome_uncertain);
-        assert!(!answer(Method::POST, 400).failure("kashflow").outcome_uncertain);
-        assert!(!answer(Method::POST, 429).failure("kashflow").outcome_uncertain);
+        assert!(
+            answer(Method::POST, 500)
+                .failure("kashflow")
+                .outcome_uncertain
+        );
+        assert!(
+            answer(Method::PUT, 504)
+                .failure("kashflow")
+                .outcome_uncertain
+        );
+        assert!(
+            !answer(Method::POST, 503)
+                .failure("kashflow")
+                .outcome_uncertain
+        );
+        assert!(
+            !answer(Method::GET, 500)
+                .failure("kashflow")
+                .outcome_uncertain
+        );
+        assert!(
+            !answer(Method::POST, 400)
+                .failure("kashflow")
+                .outcome_uncertain
+        );
+        assert!(
+            !answer(Method::POST, 429)
+                .failure("kashflow")
+                .outcome_uncertain
+        );
+    }
+
+    fn quick_limits() -> TargetLimits {
+        TargetLimits {
+            timeout: std::time::Duration::from_millis(300),
+            max_concurrency: 8,
+            ..TargetLimits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_transient_and_certain() {
+        // Bind, learn the port, close: nothing listens there any more.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let t = Transport::new(
+            "kashflow",
+            "k",
+            &format!("http://{addr}/v2"),
+            &quick_limits(),
+        )
+        .unwrap();
+        let failure = t
+            .send(Method::POST, &t.url(&["invoices"]), &Body::Empty, None)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::Transient);
+        assert!(!failure.outcome_uncertain, "{failure}");
+        assert!(
+            failure
+                .message
+                .starts_with("KashFlow POST /v2/invoices: cannot connect"),
+            "{failure}"
+        );
+        assert_eq!(t.target().concurrency_limit(), 8, "not an overload");
+    }
+
+    #[tokio::test]
+    async fn timeouts_after_sending_are_uncertain_overloads() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            // Accept and never answer.
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let t = Transport::new(
+            "ordercloud",
+            "oc",
+            &format!("http://{addr}"),
+            &quick_limits(),
+        )
+        .unwrap();
+        let failure = t
+            .send(Method::POST, &t.url(&["v1", "orders"]), &Body::Empty, None)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::Transient);
+        assert!(failure.outcome_uncertain, "{failure}");
+        assert!(failure.message.contains("timed out"), "{failure}");
+        assert_eq!(
+            t.target().concurrency_limit(),
+            4,
+            "a timeout halves the limit"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_closed_after_sending_are_uncertain() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            drop(socket);
+        });
+        let t = Transport::new(
+            "kashflow",
+            "k",
+            &format!("http://{addr}/v2"),
+            &quick_limits(),
+        )
+        .unwrap();
+        let failure = t
+            .send(Method::PUT, &t.url(&["invoices", "1"]), &Body::Empty, None)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::Transient);
+        assert!(failure.outcome_uncertain, "{failure}");
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn unexpected_shapes_name_the_field() {
+        let answer = Answer {
+            status: StatusCode::CREATED,
+            body: r#"{"Number": "not a number"}"#.to_owned(),
+            retry_after: None,
+            method: Method::POST,
+            path: "/v2/invoices".to_owned(),
+        };
+        let failure = answer
+            .json::<crate::kashflow::Invoice>("KashFlow")
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::Unknown);
+        assert!(failure.outcome_uncertain, "the write happened");
+        assert!(
+            failure
+                .message
+                .starts_with("KashFlow POST /v2/invoices: unexpected response at `Number`"),
+            "{failure}"
+        );
     }
 }

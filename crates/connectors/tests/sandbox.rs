@@ -100,7 +100,11 @@ async fn kashflow_reference_data() {
     let nominal = widget.nominal_code.expect("nominal code");
     let one = client.get_product(nominal, "WID1").await.unwrap().unwrap();
     assert_eq!(one.code.as_deref(), Some("WID1"));
-    assert!(client.get_product(nominal, "NO-SUCH").await.unwrap().is_none());
+    assert!(client
+        .get_product(nominal, "NO-SUCH")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(client.login_count(), 1, "one session serves every call");
 }
 
@@ -135,11 +139,17 @@ async fn kashflow_customers_crud_search_and_paging() {
         .await
         .unwrap_err();
     assert_eq!(duplicate.class, ErrorClass::Validation, "{duplicate}");
-    assert!(duplicate.message.starts_with("KashFlow 400 "), "{duplicate}");
+    assert!(
+        duplicate.message.starts_with("KashFlow 400 "),
+        "{duplicate}"
+    );
 
     for i in 2..=20 {
         client
-            .create_customer(&new_customer(&format!("LBC{i:03}"), &format!("Paging Co {i}")))
+            .create_customer(&new_customer(
+                &format!("LBC{i:03}"),
+                &format!("Paging Co {i}"),
+            ))
             .await
             .unwrap();
     }
@@ -147,7 +157,11 @@ async fn kashflow_customers_crud_search_and_paging() {
     let all = client.list_customers().await.unwrap();
     let ours = all
         .iter()
-        .filter(|c| c.code.as_deref().is_some_and(|code| code.starts_with("LBC")))
+        .filter(|c| {
+            c.code
+                .as_deref()
+                .is_some_and(|code| code.starts_with("LBC"))
+        })
         .count();
     assert_eq!(ours, 20);
     let snapshot = sandbox.sandbox().kashflow.snapshot();
@@ -182,7 +196,10 @@ async fn kashflow_invoices_and_payments() {
         .create_invoice(&order_invoice("INV001", "ORDER-10420"))
         .await
         .unwrap();
-    let by_reference = client.find_invoices_by_reference("ORDER-1042").await.unwrap();
+    let by_reference = client
+        .find_invoices_by_reference("ORDER-1042")
+        .await
+        .unwrap();
     assert_eq!(by_reference.len(), 1);
     assert_eq!(by_reference[0].number, Some(number));
 
@@ -277,7 +294,9 @@ async fn kashflow_single_login_after_forced_expiry() {
         tasks.push(tokio::spawn(async move { client.vat_rates().await }));
     }
     for task in tasks {
-        task.await.unwrap().expect("call succeeds after one renewal");
+        task.await
+            .unwrap()
+            .expect("call succeeds after one renewal");
     }
     assert_eq!(client.login_count(), 2, "exactly one new login");
     let sessions = &sandbox.sandbox().kashflow.snapshot()["Sessions"];
@@ -338,7 +357,10 @@ async fn kashflow_faults_are_classified() {
     assert_eq!(failure.class, ErrorClass::Transient, "{failure}");
     assert!(failure.outcome_uncertain, "{failure}");
     sandbox.sandbox().faults.clear();
-    let found = client.find_invoices_by_reference("ORDER-LOST").await.unwrap();
+    let found = client
+        .find_invoices_by_reference("ORDER-LOST")
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1);
 
     // 5xx is transient.
@@ -365,7 +387,10 @@ async fn kashflow_rate_limit_pauses_the_target() {
     assert_eq!(failure.class, ErrorClass::RateLimited, "{failure}");
     let wait = failure.retry_after.expect("Retry-After parsed");
     assert!(wait > Duration::ZERO);
-    assert!(client.target().paused_for().is_some(), "whole target paused");
+    assert!(
+        client.target().paused_for().is_some(),
+        "whole target paused"
+    );
 
     // The pause is longer than a request timeout: later calls hand the
     // wait back to the engine at once instead of holding a worker.
@@ -433,7 +458,11 @@ impl RawOrderCloud {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 }
@@ -443,7 +472,10 @@ async fn ordercloud_products_and_inventory() {
     let sandbox = start(SandboxConfig::default()).await;
     let client = ordercloud(&sandbox);
     let products = client.list_products(&ListOptions::default()).await.unwrap();
-    assert_eq!(products.len(), sandbox.sandbox().config.ordercloud.products.len());
+    assert_eq!(
+        products.len(),
+        sandbox.sandbox().config.ordercloud.products.len()
+    );
     let widget = client.get_product("WID1").await.unwrap().unwrap();
     assert_eq!(widget.name.as_deref(), Some("Widget One"));
     assert!(client.get_product("NO-SUCH").await.unwrap().is_none());
@@ -457,7 +489,10 @@ async fn ordercloud_products_and_inventory() {
 async fn ordercloud_users() {
     let sandbox = start(SandboxConfig::default()).await;
     let client = ordercloud(&sandbox);
-    let users = client.list_users("BUYER1", &ListOptions::default()).await.unwrap();
+    let users = client
+        .list_users("BUYER1", &ListOptions::default())
+        .await
+        .unwrap();
     assert!(users.iter().any(|u| u.id.as_deref() == Some("buyer01")));
 
     let new_user = User {
@@ -475,20 +510,37 @@ async fn ordercloud_users() {
 
     let duplicate = client.create_user("BUYER1", &new_user).await.unwrap_err();
     assert_eq!(duplicate.class, ErrorClass::Conflict, "{duplicate}");
-    assert!(duplicate.message.starts_with("OrderCloud 409 "), "{duplicate}");
+    assert!(
+        duplicate.message.starts_with("OrderCloud 409 "),
+        "{duplicate}"
+    );
 
     let invalid = client
-        .create_user("BUYER1", &User { id: Some("x2".to_owned()), ..User::default() })
+        .create_user(
+            "BUYER1",
+            &User {
+                id: Some("x2".to_owned()),
+                ..User::default()
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(invalid.class, ErrorClass::Validation, "{invalid}");
 
     let patched = client
-        .patch_user("BUYER1", "lb-user-1", &json!({"LastName": "Byron", "xp": {"Tier": "gold"}}))
+        .patch_user(
+            "BUYER1",
+            "lb-user-1",
+            &json!({"LastName": "Byron", "xp": {"Tier": "gold"}}),
+        )
         .await
         .unwrap();
     assert_eq!(patched.last_name.as_deref(), Some("Byron"));
-    let fetched = client.get_user("BUYER1", "lb-user-1").await.unwrap().unwrap();
+    let fetched = client
+        .get_user("BUYER1", "lb-user-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(fetched.xp, Some(json!({"Tier": "gold"})));
     assert!(client.get_user("BUYER1", "nobody").await.unwrap().is_none());
 }
@@ -536,10 +588,17 @@ async fn ordercloud_orders_line_items_and_payments() {
         )
         .await
         .unwrap();
-    assert!(page.items.iter().any(|o| o.id.as_deref() == Some("SO-1001")));
+    assert!(page
+        .items
+        .iter()
+        .any(|o| o.id.as_deref() == Some("SO-1001")));
 
     let patched = client
-        .patch_order(Direction::Outgoing, "SO-1001", &json!({"xp": {"InvoiceNumber": 1042}}))
+        .patch_order(
+            Direction::Outgoing,
+            "SO-1001",
+            &json!({"xp": {"InvoiceNumber": 1042}}),
+        )
         .await
         .unwrap();
     assert_eq!(patched.xp.unwrap()["InvoiceNumber"], 1042);
@@ -591,11 +650,25 @@ async fn ordercloud_renews_a_refused_token_once_for_all_callers() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let client = Arc::clone(&client);
-        tasks.push(tokio::spawn(async move { client.get_product("WID2").await }));
+        tasks.push(tokio::spawn(
+            async move { client.get_product("WID2").await },
+        ));
     }
     for task in tasks {
         assert!(task.await.unwrap().unwrap().is_some());
     }
+    assert_eq!(client.token_count(), 2);
+}
+
+#[tokio::test]
+async fn ordercloud_token_is_renewed_before_it_expires() {
+    let mut config = SandboxConfig::default();
+    // Within the 30 s renewal margin from the start: every call renews.
+    config.ordercloud.access_token_seconds = 30;
+    let sandbox = start(config).await;
+    let client = ordercloud(&sandbox);
+    client.get_product("WID1").await.unwrap();
+    client.get_product("WID1").await.unwrap();
     assert_eq!(client.token_count(), 2);
 }
 
@@ -605,7 +678,12 @@ async fn ordercloud_bad_secret_is_an_auth_failure() {
     let seeded = &sandbox.sandbox().config.ordercloud.clients[0];
     let client = OrderCloudClient::new(
         "ordercloud:test",
-        OrderCloudConfig::new(sandbox.ordercloud_url(), seeded.id.clone(), Secret::new("nope"), ""),
+        OrderCloudConfig::new(
+            sandbox.ordercloud_url(),
+            seeded.id.clone(),
+            Secret::new("nope"),
+            "",
+        ),
     )
     .unwrap();
     let failure = client.get_product("WID1").await.unwrap_err();
@@ -636,5 +714,8 @@ async fn xconnect_creates_then_links() {
         client.find_contact("ordercloud", "buyer01").await.unwrap(),
         Some(id)
     );
-    assert_eq!(client.find_contact("ordercloud", "nobody").await.unwrap(), None);
+    assert_eq!(
+        client.find_contact("ordercloud", "nobody").await.unwrap(),
+        None
+    );
 }

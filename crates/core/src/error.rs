@@ -85,7 +85,11 @@ pub struct Failure {
     /// Human-readable reason, quoting the target where it gave one.
     pub message: String,
     /// How long the target asked us to wait (`Retry-After`), if it did.
-    #[serde(default, with = "opt_duration_ms", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retry_after: Option<Duration>,
     /// Whether the request may have reached the target and taken effect
     /// (a timeout after sending, a dropped response). Writes that fail

@@ -144,7 +144,10 @@ impl<'a> StepCtx<'a> {
         self.outputs.get(step).ok_or_else(|| {
             Failure::new(
                 ErrorClass::Unknown,
-                format!("step {:?} needs the output of step {step:?}, which has not run", self.step),
+                format!(
+                    "step {:?} needs the output of step {step:?}, which has not run",
+                    self.step
+                ),
             )
         })
     }
@@ -303,6 +306,8 @@ impl FlowRegistry {
 
 impl std::fmt::Debug for FlowRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowRegistry").field("flows", &self.names()).finish()
+        f.debug_struct("FlowRegistry")
+            .field("flows", &self.names())
+            .finish()
     }
 }

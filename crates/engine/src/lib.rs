@@ -4,6 +4,7 @@
 //! external writes effectively once through the intent ledger.
 
 pub mod flow;
+pub mod flows;
 pub mod policy;
 pub mod runtime;
 

@@ -51,7 +51,9 @@ impl RetryPolicy {
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let base = Duration::from_millis(self.base_ms.max(1));
         let cap = Duration::from_secs(self.cap_secs.max(1));
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1).min(30))
+            .unwrap_or(u32::MAX);
         base.checked_mul(factor).unwrap_or(cap).min(cap)
     }
 
@@ -101,7 +103,11 @@ mod tests {
 
     #[test]
     fn ceilings_double_until_the_cap() {
-        let p = RetryPolicy { base_ms: 100, cap_secs: 1, ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            base_ms: 100,
+            cap_secs: 1,
+            ..RetryPolicy::default()
+        };
         assert_eq!(p.ceiling(1), Duration::from_millis(100));
         assert_eq!(p.ceiling(2), Duration::from_millis(200));
         assert_eq!(p.ceiling(4), Duration::from_millis(800));
@@ -132,7 +138,10 @@ mod tests {
         let now = Utc::now();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let old = now - chrono::Duration::hours(73);
-        assert_eq!(p.decide(&Failure::transient("503"), 9, Some(old), now, &mut rng), Decision::Park);
+        assert_eq!(
+            p.decide(&Failure::transient("503"), 9, Some(old), now, &mut rng),
+            Decision::Park
+        );
         let recent = now - chrono::Duration::hours(71);
         assert!(matches!(
             p.decide(&Failure::transient("503"), 9, Some(recent), now, &mut rng),

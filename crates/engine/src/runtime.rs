@@ -186,7 +186,11 @@ fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".to_owned());
-    format!("{host}-{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..6])
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..6]
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -266,7 +270,11 @@ async fn dispatch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn process(shared: &Shared, claim: ClaimedRun, lost: &AtomicBool) {
-    let ClaimedRun { run, lease, journal } = claim;
+    let ClaimedRun {
+        run,
+        lease,
+        journal,
+    } = claim;
     let Some(flow) = shared.flows.get(&run.flow).cloned() else {
         let error = RunError {
             class: ErrorClass::Validation,
@@ -280,7 +288,10 @@ async fn process(shared: &Shared, claim: ClaimedRun, lost: &AtomicBool) {
         finish(shared, &run, &lease, RunOutcome::Parked { error }).await;
         return;
     };
-    let stop = StopSignals { stopping: &shared.stopping, lost };
+    let stop = StopSignals {
+        stopping: &shared.stopping,
+        lost,
+    };
     let execution = execute(
         shared.store.as_ref(),
         flow.as_ref(),

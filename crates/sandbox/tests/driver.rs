@@ -75,3 +75,49 @@ async fn driver_places_submits_and_pays_orders() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn driver_survives_injected_faults() {
+    let receiver = start_receiver(0).await;
+    let mut config = SandboxConfig::default();
+    config.ordercloud.webhooks = vec![WebhookSeed::integration("engine", &receiver.url, "k")];
+    config.faults.seed = Some(3);
+    config.faults.specs = vec![
+        "ordercloud:error_rate=0.1".to_owned(),
+        "ordercloud:commit_then_drop=0.1".to_owned(),
+    ];
+    let sandbox = start(config).await;
+    let cfg = DriverConfig {
+        orders: 8,
+        rate_per_sec: 0.0,
+        seed: 11,
+        pay_share: 0.0,
+        max_lines: 4,
+        ..DriverConfig::default()
+    };
+    let report = run(
+        &sandbox.ordercloud_url(),
+        None,
+        &DriverCredentials::default(),
+        &cfg,
+    )
+    .await
+    .expect("driver runs");
+    assert_eq!(report.orders_submitted, 8, "{:?}", report.errors);
+    let snapshot = sandbox.sandbox().ordercloud.snapshot();
+    let open = snapshot["Orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .filter(|o| o["Order"]["Status"] == "Open")
+        .count();
+    assert_eq!(open, 8);
+    let counters = &sandbox.sandbox().faults.snapshot()["counters"];
+    let injected: u64 = counters
+        .as_object()
+        .expect("counters")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert!(injected > 0, "faults were injected: {counters}");
+}

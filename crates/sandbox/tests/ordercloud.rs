@@ -5,7 +5,7 @@
 mod common;
 
 use common::{eventually, num, ordercloud_session, start, start_receiver, status_and_json};
-use ledgerbridge_sandbox::ordercloud::{oc_hash, WebhookFaults};
+use ledgerbridge_sandbox::ordercloud::{oc_hash, WebhookFaults, WebhookSeed};
 use ledgerbridge_sandbox::SandboxConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -241,9 +241,19 @@ async fn order_lifecycle_totals_and_inventory() {
     let (status, lines) = oc.get("/orders/Outgoing/SO-1/lineitems").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(lines["Meta"]["TotalCount"], 2);
-    let line_id = lines["Items"][0]["ID"]
-        .as_str()
-        .expect("line id")
+    assert_eq!(
+        lines["Items"][0]["ProductID"], "WID1",
+        "lines keep insertion order"
+    );
+    assert_eq!(lines["Items"][1]["ProductID"], "WID2");
+    // Patch the WID1 line (IDs are generated, so find it by product).
+    let line_id = lines["Items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|l| l["ProductID"] == "WID1")
+        .and_then(|l| l["ID"].as_str())
+        .expect("WID1 line")
         .to_owned();
     let (status, line) = oc
         .patch(
@@ -858,11 +868,7 @@ async fn duplicate_and_wrong_hash_faults() {
 async fn webhooks_from_config_and_reset() {
     let receiver = start_receiver(0).await;
     let mut config = fast_config();
-    config.ordercloud.webhooks = vec![ledgerbridge_sandbox::ordercloud::WebhookSeed::integration(
-        "engine",
-        &receiver.url,
-        "cfg-key",
-    )];
+    config.ordercloud.webhooks = vec![WebhookSeed::integration("engine", &receiver.url, "cfg-key")];
     let oc = ordercloud_session(config).await;
     let (status, hook) = oc.get("/webhooks/engine").await;
     assert_eq!(status, StatusCode::OK);
@@ -908,4 +914,38 @@ async fn pre_hook_can_block_a_write() {
     assert_eq!(body["Errors"][0]["Data"], json!({"reason": "blocked"}));
     let (_, order) = oc.get("/orders/Outgoing/SO-PRE").await;
     assert_eq!(order["Status"], "Unsubmitted");
+}
+
+#[tokio::test]
+async fn hooks_fire_only_for_listed_api_clients() {
+    let receiver = start_receiver(0).await;
+    let oc = ordercloud_session(fast_config()).await;
+    let added = oc.sandbox.sandbox().ordercloud.add_webhook(&WebhookSeed {
+        api_client_ids: vec!["nobody".to_owned()],
+        ..WebhookSeed::integration("", &receiver.url, "k")
+    });
+    assert_eq!(added, "webhook-1");
+    let (status, _) = oc.get("/webhooks/webhook-1").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut hook = integration_hook(&receiver.url);
+    hook["ApiClientIDs"] = json!(["some-other-client"]);
+    oc.post("/webhooks", &hook).await;
+    let mut listed = integration_hook(&receiver.url);
+    listed["ID"] = json!("hook2");
+    listed["ApiClientIDs"] = json!(["ledgerbridge-sim-client"]);
+    oc.post("/webhooks", &listed).await;
+    oc.patch("/buyers/BUYER1/users/buyer01", &json!({"Phone": "9"}))
+        .await;
+    let ordercloud = &oc.sandbox.sandbox().ordercloud;
+    eventually("listed hook delivered", || {
+        ordercloud
+            .deliveries()
+            .iter()
+            .any(|d| d.state == "delivered")
+    })
+    .await;
+    let deliveries = ordercloud.deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].subscription, "hook2");
+    assert_eq!(deliveries[0].headers["X-Api-Key"], "<redacted>");
 }

@@ -84,7 +84,9 @@ pub fn verify_stripe(
             "t" => {
                 timestamp = Some(value.parse().map_err(|_| SignatureError::Malformed(NAME))?);
             }
-            "v1" => signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed(NAME))?),
+            "v1" => {
+                signatures.push(hex::decode(value).map_err(|_| SignatureError::Malformed(NAME))?)
+            }
             _ => {} // other schemes (v0) are ignored, as Stripe's libraries do
         }
     }
@@ -121,7 +123,10 @@ mod tests {
         assert_eq!(body.len(), 123);
         let hash = ordercloud_hash("sim-hash-key-123", body);
         assert_eq!(hash, "ZG9XFQs1bvtppWMcyCe1kP3Lb+xUU03bq1xjaJXfW70=");
-        assert_eq!(verify_ordercloud("sim-hash-key-123", Some(&hash), body), Ok(()));
+        assert_eq!(
+            verify_ordercloud("sim-hash-key-123", Some(&hash), body),
+            Ok(())
+        );
         assert_eq!(
             verify_ordercloud("other-key", Some(&hash), body),
             Err(SignatureError::Mismatch)
@@ -140,10 +145,16 @@ mod tests {
     fn stripe_signatures_verify_and_expire() {
         let body = br#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
         let header = stripe_signature("whsec_sim", 1_700_000_000, body);
-        assert_eq!(verify_stripe("whsec_sim", Some(&header), body, 1_700_000_100, 300), Ok(()));
+        assert_eq!(
+            verify_stripe("whsec_sim", Some(&header), body, 1_700_000_100, 300),
+            Ok(())
+        );
         assert_eq!(
             verify_stripe("whsec_sim", Some(&header), body, 1_700_000_400, 300),
-            Err(SignatureError::Stale { age_secs: 400, tolerance_secs: 300 })
+            Err(SignatureError::Stale {
+                age_secs: 400,
+                tolerance_secs: 300
+            })
         );
         assert_eq!(
             verify_stripe("whsec_other", Some(&header), body, 1_700_000_000, 300),

@@ -62,12 +62,18 @@ async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Inbox {
         }],
     }));
     let mut sources = SourcesConfig::default();
-    sources
-        .ordercloud
-        .insert("shop".to_owned(), OrderCloudSource { hash_key: HASH_KEY.into() });
+    sources.ordercloud.insert(
+        "shop".to_owned(),
+        OrderCloudSource {
+            hash_key: HASH_KEY.into(),
+        },
+    );
     sources.gateway.insert(
         "stripe".to_owned(),
-        GatewaySource { signing_secret: WHSEC.into(), tolerance_secs: 300 },
+        GatewaySource {
+            signing_secret: WHSEC.into(),
+            tolerance_secs: 300,
+        },
     );
     let state = AppState {
         store: store.clone(),
@@ -76,13 +82,21 @@ async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Inbox {
         sources: Arc::new(sources),
         metrics: None,
     };
-    let config = ServerConfig { listen: "127.0.0.1:0".to_owned(), max_body_bytes: 64 * 1024 };
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".to_owned(),
+        max_body_bytes: 64 * 1024,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         ledgerbridge_server::serve(state, &config, listener, std::future::pending()).await
     });
-    Inbox { base: format!("http://{addr}"), store, client: reqwest::Client::new(), _dir: dir }
+    Inbox {
+        base: format!("http://{addr}"),
+        store,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
 }
 
 async fn start() -> Inbox {
@@ -135,11 +149,21 @@ impl Inbox {
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
-        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
     }
 
     async fn runs(&self) -> usize {
-        self.store.list_runs(&RunFilter { limit: 1000, ..RunFilter::default() }).await.unwrap().len()
+        self.store
+            .list_runs(&RunFilter {
+                limit: 1000,
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap()
+            .len()
     }
 }
 
@@ -147,8 +171,13 @@ impl Inbox {
 async fn signed_delivery_is_stored_with_its_runs_and_a_repeat_changes_nothing() {
     let inbox = start().await;
     let body = submit_body("SO-1", "log-1");
-    let (status, answer) =
-        inbox.post_oc(&body, Some(ordercloud_hash(HASH_KEY, body.as_bytes())), "application/json").await;
+    let (status, answer) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash(HASH_KEY, body.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "accepted");
     assert_eq!(answer["runs"].as_array().unwrap().len(), 1);
@@ -157,8 +186,13 @@ async fn signed_delivery_is_stored_with_its_runs_and_a_repeat_changes_nothing() 
     assert_eq!(stored.body, body.as_bytes(), "raw body kept byte for byte");
     assert_eq!(stored.dedupe_key, "log-1");
 
-    let (status, answer) =
-        inbox.post_oc(&body, Some(ordercloud_hash(HASH_KEY, body.as_bytes())), "application/json").await;
+    let (status, answer) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash(HASH_KEY, body.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(answer["status"], "duplicate");
     assert_eq!(inbox.runs().await, 1, "a repeat delivery starts no run");
@@ -167,9 +201,15 @@ async fn signed_delivery_is_stored_with_its_runs_and_a_repeat_changes_nothing() 
 #[tokio::test]
 async fn an_event_no_flow_listens_to_is_stored_without_runs() {
     let inbox = start().await;
-    let body = json!({"Route": "v1/products/{productID}", "Verb": "PATCH", "LogID": "log-p"}).to_string();
-    let (status, answer) =
-        inbox.post_oc(&body, Some(ordercloud_hash(HASH_KEY, body.as_bytes())), "application/json").await;
+    let body =
+        json!({"Route": "v1/products/{productID}", "Verb": "PATCH", "LogID": "log-p"}).to_string();
+    let (status, answer) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash(HASH_KEY, body.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(answer["runs"], json!([]));
 }
@@ -180,15 +220,27 @@ async fn bad_or_missing_signatures_are_refused_and_nothing_is_stored() {
     let body = submit_body("SO-2", "log-2");
     let (status, _) = inbox.post_oc(&body, None, "application/json").await;
     assert_eq!(status, 401);
-    let (status, _) =
-        inbox.post_oc(&body, Some(ordercloud_hash("wrong-key", body.as_bytes())), "application/json").await;
+    let (status, _) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash("wrong-key", body.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 401);
-    let (status, _) = inbox.post_oc(&body, Some("%%%".to_owned()), "application/json").await;
+    let (status, _) = inbox
+        .post_oc(&body, Some("%%%".to_owned()), "application/json")
+        .await;
     assert_eq!(status, 401);
     // Signed for a different body.
     let other = submit_body("SO-3", "log-2");
-    let (status, _) =
-        inbox.post_oc(&body, Some(ordercloud_hash(HASH_KEY, other.as_bytes())), "application/json").await;
+    let (status, _) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash(HASH_KEY, other.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 401);
     assert_eq!(inbox.runs().await, 0);
 }
@@ -197,22 +249,49 @@ async fn bad_or_missing_signatures_are_refused_and_nothing_is_stored() {
 async fn malformed_bodies_get_400_with_the_reason() {
     let inbox = start().await;
     let body = "{not json";
-    let (status, answer) =
-        inbox.post_oc(body, Some(ordercloud_hash(HASH_KEY, body.as_bytes())), "application/json").await;
+    let (status, answer) = inbox
+        .post_oc(
+            body,
+            Some(ordercloud_hash(HASH_KEY, body.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 400);
-    assert!(answer["message"].as_str().unwrap().contains("not valid JSON"), "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{answer}"
+    );
 
     let body = json!({"Route": "v1/x", "Verb": "POST"}).to_string();
-    let (status, answer) =
-        inbox.post_oc(&body, Some(ordercloud_hash(HASH_KEY, body.as_bytes())), "application/json").await;
+    let (status, answer) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash(HASH_KEY, body.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 400);
-    assert!(answer["message"].as_str().unwrap().contains("LogID"), "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("LogID"),
+        "{answer}"
+    );
 
     let body = json!({"Route": 5, "Verb": "POST", "LogID": "x"}).to_string();
-    let (status, answer) =
-        inbox.post_oc(&body, Some(ordercloud_hash(HASH_KEY, body.as_bytes())), "application/json").await;
+    let (status, answer) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash(HASH_KEY, body.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 400);
-    assert!(answer["message"].as_str().unwrap().contains("Route"), "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("Route"),
+        "{answer}"
+    );
     assert_eq!(inbox.runs().await, 0);
 }
 
@@ -220,13 +299,26 @@ async fn malformed_bodies_get_400_with_the_reason() {
 async fn wrong_content_type_oversize_and_unknown_source_are_refused() {
     let inbox = start().await;
     let body = submit_body("SO-4", "log-4");
-    let (status, _) =
-        inbox.post_oc(&body, Some(ordercloud_hash(HASH_KEY, body.as_bytes())), "text/plain").await;
+    let (status, _) = inbox
+        .post_oc(
+            &body,
+            Some(ordercloud_hash(HASH_KEY, body.as_bytes())),
+            "text/plain",
+        )
+        .await;
     assert_eq!(status, 415);
 
-    let huge = format!("{{\"LogID\":\"big\",\"Pad\":\"{}\"}}", "x".repeat(100 * 1024));
-    let (status, _) =
-        inbox.post_oc(&huge, Some(ordercloud_hash(HASH_KEY, huge.as_bytes())), "application/json").await;
+    let huge = format!(
+        "{{\"LogID\":\"big\",\"Pad\":\"{}\"}}",
+        "x".repeat(100 * 1024)
+    );
+    let (status, _) = inbox
+        .post_oc(
+            &huge,
+            Some(ordercloud_hash(HASH_KEY, huge.as_bytes())),
+            "application/json",
+        )
+        .await;
     assert_eq!(status, 413);
 
     let response = inbox
@@ -246,22 +338,35 @@ async fn gateway_signatures_timestamps_and_repeats() {
     let body = json!({"id": "evt_1", "type": "payment_intent.succeeded", "created": 1, "data": {"object": {}}}).to_string();
     let now = Utc::now().timestamp();
 
-    let (status, answer) = inbox.post_gateway(&body, Some(stripe_signature(WHSEC, now, body.as_bytes()))).await;
+    let (status, answer) = inbox
+        .post_gateway(&body, Some(stripe_signature(WHSEC, now, body.as_bytes())))
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "accepted");
     assert_eq!(answer["runs"].as_array().unwrap().len(), 1);
 
     // The same event again, freshly signed: acknowledged, nothing new.
-    let (status, answer) = inbox.post_gateway(&body, Some(stripe_signature(WHSEC, now, body.as_bytes()))).await;
+    let (status, answer) = inbox
+        .post_gateway(&body, Some(stripe_signature(WHSEC, now, body.as_bytes())))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(answer["status"], "duplicate");
 
     // A replay of a captured delivery ten minutes later: stale.
     let other = json!({"id": "evt_2", "type": "payment_intent.succeeded"}).to_string();
-    let (status, _) =
-        inbox.post_gateway(&other, Some(stripe_signature(WHSEC, now - 600, other.as_bytes()))).await;
+    let (status, _) = inbox
+        .post_gateway(
+            &other,
+            Some(stripe_signature(WHSEC, now - 600, other.as_bytes())),
+        )
+        .await;
     assert_eq!(status, 401);
-    let (status, _) = inbox.post_gateway(&other, Some(stripe_signature("whsec_x", now, other.as_bytes()))).await;
+    let (status, _) = inbox
+        .post_gateway(
+            &other,
+            Some(stripe_signature("whsec_x", now, other.as_bytes())),
+        )
+        .await;
     assert_eq!(status, 401);
     let (status, _) = inbox.post_gateway(&other, None).await;
     assert_eq!(status, 401);
@@ -271,11 +376,26 @@ async fn gateway_signatures_timestamps_and_repeats() {
 #[tokio::test]
 async fn health_and_readiness() {
     let inbox = start().await;
-    let health = inbox.client.get(format!("{}/healthz", inbox.base)).send().await.unwrap();
+    let health = inbox
+        .client
+        .get(format!("{}/healthz", inbox.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200);
-    let ready = inbox.client.get(format!("{}/readyz", inbox.base)).send().await.unwrap();
+    let ready = inbox
+        .client
+        .get(format!("{}/readyz", inbox.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
-    let missing = inbox.client.get(format!("{}/nope", inbox.base)).send().await.unwrap();
+    let missing = inbox
+        .client
+        .get(format!("{}/nope", inbox.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }
 
@@ -290,16 +410,26 @@ async fn store_unavailable_answers_503_then_recovers() {
     let admin = sqlx::PgPool::connect(&format!("{admin_url}/postgres"))
         .await
         .expect("PostgreSQL must answer at LEDGERBRIDGE_TEST_PG (run scripts/ensure-postgres)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
-    let store = ledgerbridge_store::open(&format!("{admin_url}/{name}")).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let store = ledgerbridge_store::open(&format!("{admin_url}/{name}"))
+        .await
+        .unwrap();
     let inbox = start_with(store, tempfile::tempdir().unwrap()).await;
 
     let body = submit_body("SO-5", "log-5");
     let hash = ordercloud_hash(HASH_KEY, body.as_bytes());
-    let (status, _) = inbox.post_oc(&body, Some(hash.clone()), "application/json").await;
+    let (status, _) = inbox
+        .post_oc(&body, Some(hash.clone()), "application/json")
+        .await;
     assert_eq!(status, 200);
 
-    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&admin)
+        .await
+        .unwrap();
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
         .bind(&name)
         .execute(&admin)
@@ -309,7 +439,9 @@ async fn store_unavailable_answers_503_then_recovers() {
     let hash2 = ordercloud_hash(HASH_KEY, body2.as_bytes());
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let (status, answer) = inbox.post_oc(&body2, Some(hash2.clone()), "application/json").await;
+        let (status, answer) = inbox
+            .post_oc(&body2, Some(hash2.clone()), "application/json")
+            .await;
         assert_ne!(status, 200, "must not acknowledge what it cannot store");
         statuses.push((status, answer));
     }
@@ -318,18 +450,28 @@ async fn store_unavailable_answers_503_then_recovers() {
         "the inbox answers 503 while the store is down: {statuses:?}"
     );
 
-    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
     let mut accepted = false;
     for _ in 0..50 {
-        let (status, _) = inbox.post_oc(&body2, Some(hash2.clone()), "application/json").await;
+        let (status, _) = inbox
+            .post_oc(&body2, Some(hash2.clone()), "application/json")
+            .await;
         if status == 200 {
             accepted = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(accepted, "the inbox accepts again once the database is back");
+    assert!(
+        accepted,
+        "the inbox accepts again once the database is back"
+    );
     assert_eq!(inbox.runs().await, 2);
     drop(inbox);
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
 }

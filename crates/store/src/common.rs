@@ -64,9 +64,7 @@ pub(crate) fn parse_intent_state(state: &str, external_id: Option<String>) -> Re
     match (state, external_id) {
         ("pending", _) => Ok(IntentState::Pending),
         ("linked", Some(external_id)) => Ok(IntentState::Linked { external_id }),
-        (other, _) => Err(StoreError::Fatal(format!(
-            "corrupt intent state {other:?}"
-        ))),
+        (other, _) => Err(StoreError::Fatal(format!("corrupt intent state {other:?}"))),
     }
 }
 

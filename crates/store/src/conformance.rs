@@ -101,6 +101,7 @@ macro_rules! conformance_suite {
             ingest_stores_event_and_runs,
             ingest_duplicate_changes_nothing,
             ingest_without_runs_and_missing_rows,
+            ingest_with_reused_ids_stores_nothing,
             enqueue_queues_run_without_event,
             claim_leases_runs_and_counts_attempts,
             claim_takes_oldest_first_up_to_limit,
@@ -338,7 +339,9 @@ pub async fn ingest_duplicate_changes_nothing(store: Arc<dyn Store>) {
         .ingest(other_source.clone(), vec![])
         .await
         .expect("other source");
-    assert!(matches!(outcome, IngestOutcome::Accepted { event_id, .. } if event_id == other_source.id));
+    assert!(
+        matches!(outcome, IngestOutcome::Accepted { event_id, .. } if event_id == other_source.id)
+    );
 }
 
 /// An event may start no runs; unknown ids read as `None`.
@@ -355,6 +358,45 @@ pub async fn ingest_without_runs_and_missing_rows(store: Arc<dyn Store>) {
     assert!(store.event(event.id).await.expect("event").is_some());
     assert!(store.event(Uuid::new_v4()).await.expect("event").is_none());
     assert!(store.run(Uuid::new_v4()).await.expect("run").is_none());
+}
+
+/// An ingest whose event id or run id is already taken fails as a whole:
+/// neither the event nor any of its runs is stored.
+pub async fn ingest_with_reused_ids_stores_nothing(store: Arc<dyn Store>) {
+    let taken_run = enqueue(&store, new_run("flow")).await;
+    let event = new_event("gateway", "evt_reuse");
+    let fresh_run = new_run("flow");
+    let mut reused = new_run("flow");
+    reused.id = taken_run;
+    let result = store
+        .ingest(event.clone(), vec![fresh_run.clone(), reused])
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Fatal(_))),
+        "expected Fatal, got {result:?}"
+    );
+    assert_eq!(store.event(event.id).await.expect("event"), None);
+    assert!(store.run(fresh_run.id).await.expect("run").is_none());
+
+    let stored = new_event("gateway", "evt_first");
+    store.ingest(stored.clone(), vec![]).await.expect("ingest");
+    let mut same_id = new_event("gateway", "evt_other");
+    same_id.id = stored.id;
+    let run = new_run("flow");
+    let result = store.ingest(same_id, vec![run.clone()]).await;
+    assert!(
+        matches!(result, Err(StoreError::Fatal(_))),
+        "expected Fatal, got {result:?}"
+    );
+    assert!(store.run(run.id).await.expect("run").is_none());
+    assert_eq!(count(&store, RunState::Queued).await, 1);
+
+    // The store still works after the refusals.
+    let later = new_event("gateway", "evt_later");
+    assert!(matches!(
+        store.ingest(later, vec![new_run("flow")]).await,
+        Ok(IngestOutcome::Accepted { .. })
+    ));
 }
 
 /// `enqueue` queues a run with no event; repeating it with the same id is a
@@ -492,7 +534,9 @@ pub async fn finish_succeeded_ends_the_lease(store: Arc<dyn Store>) {
         id,
     );
     assert_lease_lost(
-        store.record_step(&claimed.lease, &step("late", json!(1))).await,
+        store
+            .record_step(&claimed.lease, &step("late", json!(1)))
+            .await,
         id,
     );
     assert!(store.claim("w", LEASE, 10).await.expect("claim").is_empty());
@@ -650,7 +694,10 @@ pub async fn reap_returns_expired_runs_and_fences_old_holder(store: Arc<dyn Stor
         store.record_step(&old.lease, &step("a", json!(1))).await,
         expiring,
     );
-    assert_lease_lost(store.finish(&old.lease, RunOutcome::Succeeded).await, expiring);
+    assert_lease_lost(
+        store.finish(&old.lease, RunOutcome::Succeeded).await,
+        expiring,
+    );
     assert_lease_lost(store.release(&old.lease).await, expiring);
 
     let new = claim_one(&store, LEASE).await;
@@ -662,7 +709,10 @@ pub async fn reap_returns_expired_runs_and_fences_old_holder(store: Arc<dyn Stor
         expiring,
     );
     assert_eq!(
-        store.heartbeat(&[old.lease.clone()], LEASE).await.expect("heartbeat"),
+        store
+            .heartbeat(std::slice::from_ref(&old.lease), LEASE)
+            .await
+            .expect("heartbeat"),
         vec![expiring]
     );
     store
@@ -670,7 +720,12 @@ pub async fn reap_returns_expired_runs_and_fences_old_holder(store: Arc<dyn Stor
         .await
         .expect("new holder writes");
     assert_eq!(store.reap_expired().await.expect("reap again"), 0);
-    let journal = store.run(expiring).await.expect("run").expect("stored").journal;
+    let journal = store
+        .run(expiring)
+        .await
+        .expect("run")
+        .expect("stored")
+        .journal;
     assert_eq!(journal.len(), 1);
     assert_eq!(journal[0].output, json!(2));
 }
@@ -858,7 +913,10 @@ pub async fn replay_rejects_other_states(store: Arc<dyn Store>) {
 /// Discard applies to queued, retrying and parked runs only.
 pub async fn discard_rules(store: Arc<dyn Store>) {
     let queued = enqueue(&store, due_run("flow", now() + seconds(3600))).await;
-    store.discard(queued, "duplicate order").await.expect("discard queued");
+    store
+        .discard(queued, "duplicate order")
+        .await
+        .expect("discard queued");
     assert_eq!(state_of(&store, queued).await, RunState::Discarded);
 
     let parked = run_to(
@@ -868,7 +926,10 @@ pub async fn discard_rules(store: Arc<dyn Store>) {
         },
     )
     .await;
-    store.discard(parked, "test order").await.expect("discard parked");
+    store
+        .discard(parked, "test order")
+        .await
+        .expect("discard parked");
     let retrying = run_to(
         &store,
         RunOutcome::Retry {
@@ -877,7 +938,10 @@ pub async fn discard_rules(store: Arc<dyn Store>) {
         },
     )
     .await;
-    store.discard(retrying, "obsolete").await.expect("discard retrying");
+    store
+        .discard(retrying, "obsolete")
+        .await
+        .expect("discard retrying");
     assert_eq!(state_of(&store, retrying).await, RunState::Discarded);
 
     let succeeded = run_to(&store, RunOutcome::Succeeded).await;
@@ -982,7 +1046,10 @@ pub async fn ledger_lists_one_connection_and_kind(store: Arc<dyn Store>) {
 
 /// Cursors are absent, then saved, then overwritten.
 pub async fn cursors_round_trip(store: Arc<dyn Store>) {
-    assert_eq!(store.cursor("kashflow:main/stock").await.expect("cursor"), None);
+    assert_eq!(
+        store.cursor("kashflow:main/stock").await.expect("cursor"),
+        None
+    );
     store
         .set_cursor("kashflow:main/stock", "2026-01-01T00:00:00Z")
         .await
@@ -1005,7 +1072,11 @@ pub async fn cursors_round_trip(store: Arc<dyn Store>) {
 fn audit_entry(index: usize) -> NewAudit {
     NewAudit {
         run_id: Some(Uuid::new_v4()),
-        event_id: if index % 2 == 0 { None } else { Some(Uuid::new_v4()) },
+        event_id: if index.is_multiple_of(2) {
+            None
+        } else {
+            Some(Uuid::new_v4())
+        },
         flow_version: Some("3#beef".to_owned()),
         action: "kashflow.invoice.create".to_owned(),
         detail: json!({
@@ -1087,7 +1158,10 @@ pub async fn concurrent_duplicate_ingests_accept_exactly_one(store: Arc<dyn Stor
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .ingest(new_event("ordercloud:uk-store", "LogID-7"), vec![new_run("flow")])
+                .ingest(
+                    new_event("ordercloud:uk-store", "LogID-7"),
+                    vec![new_run("flow")],
+                )
                 .await
                 .expect("ingest")
         })
@@ -1171,7 +1245,10 @@ pub async fn failed_write_does_not_disturb_concurrent_writes(store: Arc<dyn Stor
     }
     let journal = store.run(id).await.expect("run").expect("stored").journal;
     let names: Vec<String> = journal.into_iter().map(|s| s.step).collect();
-    assert_eq!(names, vec!["good-0", "good-1", "good-2", "good-3", "good-4"]);
+    assert_eq!(
+        names,
+        vec!["good-0", "good-1", "good-2", "good-3", "good-4"]
+    );
     assert_eq!(count(&store, RunState::Queued).await, 0);
     assert_eq!(state_of(&store, id).await, RunState::Running);
 }

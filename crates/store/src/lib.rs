@@ -316,8 +316,7 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically claims up to `limit` runs that are queued/retrying with
     /// `next_attempt_at <= now`, oldest first; sets them `Running` with a
     /// fresh lease of `lease_for`, and increments `attempts`.
-    async fn claim(&self, owner: &str, lease_for: Duration, limit: u32)
-        -> Result<Vec<ClaimedRun>>;
+    async fn claim(&self, owner: &str, lease_for: Duration, limit: u32) -> Result<Vec<ClaimedRun>>;
 
     /// Extends the leases still held; returns the run ids whose lease was lost.
     async fn heartbeat(&self, leases: &[Lease], lease_for: Duration) -> Result<Vec<Uuid>>;

@@ -45,7 +45,9 @@ impl StoreUrl {
         }
         if let Some(path) = text.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(bad_url("sqlite:// needs a file path, e.g. sqlite://data/ledgerbridge.db"));
+                return Err(bad_url(
+                    "sqlite:// needs a file path, e.g. sqlite://data/ledgerbridge.db",
+                ));
             }
             if path.contains('?') || path.contains('#') {
                 return Err(bad_url(
@@ -129,11 +131,17 @@ fn parse_postgres(text: &str) -> Result<StoreUrl> {
         return Err(bad_url("postgres URL has no host"));
     };
     if rest.is_empty() || rest.starts_with('/') && rest.len() == 1 {
-        return Err(bad_url("postgres URL has no host, e.g. postgres://postgres@127.0.0.1/db"));
+        return Err(bad_url(
+            "postgres URL has no host, e.g. postgres://postgres@127.0.0.1/db",
+        ));
     }
     let mut pool_size = DEFAULT_PG_POOL;
     let mut kept: Vec<&str> = Vec::new();
-    for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+    for pair in query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|p| !p.is_empty())
+    {
         match pair.split_once('=') {
             Some(("pool_size", value)) => {
                 pool_size = value
@@ -217,7 +225,9 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_clearly() {
-        let error = StoreUrl::parse("mysql://localhost/db").err().map(|e| e.to_string());
+        let error = StoreUrl::parse("mysql://localhost/db")
+            .err()
+            .map(|e| e.to_string());
         assert!(error.is_some_and(|e| e.contains("expected sqlite://")));
         assert!(StoreUrl::parse("data/lb.db").is_err());
     }
@@ -228,9 +238,6 @@ mod tests {
             .unwrap_or(StoreUrl::SqliteMemory);
         assert_eq!(url.to_string(), "postgres://lb:***@db.internal:5432/lb");
         assert!(!format!("{url:?}").contains("hunter2"));
-        assert_eq!(
-            redact_password("postgres://lb@db/x"),
-            "postgres://lb@db/x"
-        );
+        assert_eq!(redact_password("postgres://lb@db/x"), "postgres://lb@db/x");
     }
 }

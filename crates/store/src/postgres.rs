@@ -24,8 +24,8 @@ use uuid::Uuid;
 use crate::chain::{audit_hash, canonical_entry, GENESIS_HASH};
 use crate::common::{self, page_size, MAX_AUDIT_PAGE, MAX_CLAIM};
 use crate::{
-    AuditRecord, ClaimedRun, IngestOutcome, Intent, Lease, NewAudit, NewEvent, NewRun, Result,
-    Run, RunDetail, RunFilter, RunOutcome, RunState, StepRecord, Store, StoreError, StoredEvent,
+    AuditRecord, ClaimedRun, IngestOutcome, Intent, Lease, NewAudit, NewEvent, NewRun, Result, Run,
+    RunDetail, RunFilter, RunOutcome, RunState, StepRecord, Store, StoreError, StoredEvent,
 };
 
 /// Schema migrations, applied in order; the number is the version.
@@ -120,11 +120,14 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| map_error(&e))?;
-        sqlx::Executor::execute(&mut *tx, "CREATE TABLE IF NOT EXISTS schema_migrations (
+        sqlx::Executor::execute(
+            &mut *tx,
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    bigint      NOT NULL PRIMARY KEY,
                  name       text        NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()
-             )")
+             )",
+        )
         .await
         .map_err(|e| map_error(&e))?;
         let applied: i64 =
@@ -141,7 +144,9 @@ impl PgStore {
                 StoreError::Unavailable(text) => StoreError::Unavailable(text),
                 other => StoreError::Fatal(format!("migration {version} ({name}) failed: {other}")),
             };
-            sqlx::Executor::execute(&mut *tx, *sql).await.map_err(fail)?;
+            sqlx::Executor::execute(&mut *tx, *sql)
+                .await
+                .map_err(fail)?;
             sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
                 .bind(version)
                 .bind(name)
@@ -278,10 +283,7 @@ fn intent_from_row(row: &PgRow) -> Result<Intent> {
             get::<String>(row, "key")?,
         ),
         run_id: get(row, "run_id")?,
-        state: common::parse_intent_state(
-            &get::<String>(row, "state")?,
-            get(row, "external_id")?,
-        )?,
+        state: common::parse_intent_state(&get::<String>(row, "state")?, get(row, "external_id")?)?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
     })
@@ -434,12 +436,7 @@ impl Store for PgStore {
         }))
     }
 
-    async fn claim(
-        &self,
-        owner: &str,
-        lease_for: Duration,
-        limit: u32,
-    ) -> Result<Vec<ClaimedRun>> {
+    async fn claim(&self, owner: &str, lease_for: Duration, limit: u32) -> Result<Vec<ClaimedRun>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -469,7 +466,7 @@ impl Store for PgStore {
             let token: Uuid = get(row, "lease_token")?;
             claimed.push((seq, run, token));
         }
-        claimed.sort_by(|a, b| (a.1.next_attempt_at, a.0).cmp(&(b.1.next_attempt_at, b.0)));
+        claimed.sort_by_key(|(seq, run, _)| (run.next_attempt_at, *seq));
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
@@ -486,7 +483,10 @@ impl Store for PgStore {
             std::collections::HashMap::new();
         for row in &step_rows {
             let run_id: Uuid = get(row, "run_id")?;
-            journals.entry(run_id).or_default().push(step_from_row(row)?);
+            journals
+                .entry(run_id)
+                .or_default()
+                .push(step_from_row(row)?);
         }
         Ok(claimed
             .into_iter()
@@ -811,14 +811,14 @@ impl Store for PgStore {
         }
         // Already linked (a linked intent never changes again).
         match self.load_intent(key).await?.map(|i| i.state) {
-            Some(crate::IntentState::Linked { external_id: current }) if current == external_id => {
-                Ok(())
-            }
-            Some(crate::IntentState::Linked { external_id: current }) => {
-                Err(StoreError::InvalidState(format!(
-                    "{key} is already linked to {current}, not {external_id}"
-                )))
-            }
+            Some(crate::IntentState::Linked {
+                external_id: current,
+            }) if current == external_id => Ok(()),
+            Some(crate::IntentState::Linked {
+                external_id: current,
+            }) => Err(StoreError::InvalidState(format!(
+                "{key} is already linked to {current}, not {external_id}"
+            ))),
             _ => Err(StoreError::Unavailable(format!(
                 "intent {key} changed concurrently"
             ))),

@@ -23,9 +23,9 @@ async fn admin_connection(server: &str) -> PgConnection {
     let url = format!("{server}/postgres");
     match PgConnection::connect(&url).await {
         Ok(conn) => conn,
-        Err(e) => panic!(
-            "PostgreSQL tests need a server at {server} (set LEDGERBRIDGE_TEST_PG): {e}"
-        ),
+        Err(e) => {
+            panic!("PostgreSQL tests need a server at {server} (set LEDGERBRIDGE_TEST_PG): {e}")
+        }
     }
 }
 

@@ -72,7 +72,11 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         config.database.url.clone()
     };
     let store = ledgerbridge_store::open(&url).await?;
-    println!("backend: {} ({})", store.backend(), crate::commands::run::redact_url(&url));
+    println!(
+        "backend: {} ({})",
+        store.backend(),
+        crate::commands::run::redact_url(&url)
+    );
     match cmd {
         BenchCommand::Ingest(args) => ingest(store, args).await,
         BenchCommand::Engine(args) => engine(store, args).await,
@@ -92,7 +96,11 @@ impl NoopFlow {
     pub fn new(n: usize, fail: bool) -> Self {
         let names = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10"];
         NoopFlow {
-            steps: names.iter().copied().take(n.clamp(1, names.len())).collect(),
+            steps: names
+                .iter()
+                .copied()
+                .take(n.clamp(1, names.len()))
+                .collect(),
             triggers: vec![Trigger::OrderCloud {
                 route: SUBMIT_ROUTE.to_owned(),
                 verb: "POST".to_owned(),
@@ -156,7 +164,9 @@ async fn ingest(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<()> {
         ledgerbridge_server::serve(state, &server_config, listener, std::future::pending()).await
     });
     let url = format!("http://{addr}/webhooks/ordercloud/bench");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -182,7 +192,8 @@ async fn ingest(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<()> {
                     "ConfigData": {}
                 })
                 .to_string();
-                let hash = ledgerbridge_server::signature::ordercloud_hash(HASH_KEY, body.as_bytes());
+                let hash =
+                    ledgerbridge_server::signature::ordercloud_hash(HASH_KEY, body.as_bytes());
                 let t = Instant::now();
                 let response = client
                     .post(&url)
@@ -207,7 +218,11 @@ async fn ingest(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<()> {
     server.abort();
     latencies.sort_by(f64::total_cmp);
     let counts = store.count_by_state().await?;
-    let queued = counts.iter().find(|(s, _)| *s == RunState::Queued).map(|c| c.1).unwrap_or(0);
+    let queued = counts
+        .iter()
+        .find(|(s, _)| *s == RunState::Queued)
+        .map(|c| c.1)
+        .unwrap_or(0);
     println!(
         "ingest: {} events, concurrency {}, {:.2} s, {:.0} events/s, latency p50 {:.2} ms p99 {:.2} ms; runs queued: {}",
         args.events,
@@ -250,12 +265,19 @@ async fn engine(store: Arc<dyn Store>, args: EngineArgs) -> anyhow::Result<()> {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let counts = store.count_by_state().await?;
-        let done = counts.iter().find(|(s, _)| *s == RunState::Succeeded).map(|c| c.1).unwrap_or(0);
+        let done = counts
+            .iter()
+            .find(|(s, _)| *s == RunState::Succeeded)
+            .map(|c| c.1)
+            .unwrap_or(0);
         if done as usize >= args.runs {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            bail!("engine bench did not finish in 10 minutes ({done} of {} runs done)", args.runs);
+            bail!(
+                "engine bench did not finish in 10 minutes ({done} of {} runs done)",
+                args.runs
+            );
         }
     }
     let elapsed = started.elapsed();

@@ -53,7 +53,9 @@ impl App {
         let metrics = install_metrics();
         let store = ledgerbridge_store::open(&config.database.url)
             .await
-            .with_context(|| format!("opening the database {}", redact_url(&config.database.url)))?;
+            .with_context(|| {
+                format!("opening the database {}", redact_url(&config.database.url))
+            })?;
         let flows = connections::build_flows(config)?;
         Self::start_with(config, store, flows, metrics).await
     }

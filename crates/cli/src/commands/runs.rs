@@ -104,7 +104,14 @@ pub async fn run(config: Config, cmd: RunsCommand) -> anyhow::Result<()> {
                 let error = run
                     .last_error
                     .as_ref()
-                    .map(|e| format!("{} at {}: {}", e.class, e.step.as_deref().unwrap_or("-"), e.message))
+                    .map(|e| {
+                        format!(
+                            "{} at {}: {}",
+                            e.class,
+                            e.step.as_deref().unwrap_or("-"),
+                            e.message
+                        )
+                    })
                     .unwrap_or_default();
                 println!(
                     "{:<36}  {:<18}  {:<9}  {:>3}  {:<19}  {}",
@@ -120,7 +127,10 @@ pub async fn run(config: Config, cmd: RunsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RunsCommand::Show { id } => {
-            let detail = store.run(id).await?.with_context(|| format!("no run {id}"))?;
+            let detail = store
+                .run(id)
+                .await?
+                .with_context(|| format!("no run {id}"))?;
             println!("{}", serde_json::to_string_pretty(&detail)?);
             Ok(())
         }
@@ -151,7 +161,12 @@ pub async fn run(config: Config, cmd: RunsCommand) -> anyhow::Result<()> {
                     before: None,
                     limit: 1000,
                 };
-                store.list_runs(&filter).await?.into_iter().map(|r| r.id).collect()
+                store
+                    .list_runs(&filter)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect()
             } else {
                 args.ids.clone()
             };
@@ -170,9 +185,15 @@ pub async fn run(config: Config, cmd: RunsCommand) -> anyhow::Result<()> {
                 match replay(&state, id, input.clone(), args.dry_run).await {
                     Ok(answer) => match answer.dry_run {
                         Some(report) => {
-                            println!("run {id}: a replay would send {} request(s)", report.requests.len());
+                            println!(
+                                "run {id}: a replay would send {} request(s)",
+                                report.requests.len()
+                            );
                             if !report.skipped_steps.is_empty() {
-                                println!("  skipped (already done): {}", report.skipped_steps.join(", "));
+                                println!(
+                                    "  skipped (already done): {}",
+                                    report.skipped_steps.join(", ")
+                                );
                             }
                             for request in &report.requests {
                                 println!("  [{}] {} {}", request.step, request.method, request.url);

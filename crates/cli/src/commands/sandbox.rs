@@ -60,7 +60,11 @@ pub fn sandbox_config(
 pub fn print_urls(sandbox: &RunningSandbox) {
     println!("Ledgerbridge sandbox on {}", sandbox.base_url());
     println!("  KashFlow REST v2   {}", sandbox.kashflow_url());
-    println!("  OrderCloud v1      {}/v1   (token: {}/oauth/token)", sandbox.ordercloud_url(), sandbox.ordercloud_url());
+    println!(
+        "  OrderCloud v1      {}/v1   (token: {}/oauth/token)",
+        sandbox.ordercloud_url(),
+        sandbox.ordercloud_url()
+    );
     println!("  xConnect           {}", sandbox.xconnect_url());
     println!("  payment gateway    {}", sandbox.gateway_url());
     println!("  control            {}/state", sandbox.control_url());

@@ -216,9 +216,10 @@ impl ErrorDetail {
         let mut detail = ErrorDetail::default();
         if let Ok(oc) = serde_json::from_str::<OrderCloudBody>(body) {
             for e in oc.errors {
-                detail
-                    .entries
-                    .push((e.error_code.unwrap_or_default(), e.message.unwrap_or_default()));
+                detail.entries.push((
+                    e.error_code.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                ));
             }
             if detail.entries.is_empty() {
                 match oc.error {
@@ -289,11 +290,13 @@ impl ErrorDetail {
         let parts: Vec<String> = self
             .entries
             .iter()
-            .map(|(error, message)| match (error.is_empty(), message.is_empty()) {
-                (false, false) => format!("{error}: {message}"),
-                (false, true) => error.clone(),
-                (true, _) => message.clone(),
-            })
+            .map(
+                |(error, message)| match (error.is_empty(), message.is_empty()) {
+                    (false, false) => format!("{error}: {message}"),
+                    (false, true) => error.clone(),
+                    (true, _) => message.clone(),
+                },
+            )
             .collect();
         format!("{name} {code} {}", parts.join("; "))
     }

@@ -52,7 +52,9 @@ impl TargetLimits {
         let invalid = |reason: String| Err(ConfigError::InvalidLimits(reason));
         if let Some(rate) = self.rate_per_sec {
             if !(rate.is_finite() && rate > 0.0) {
-                return invalid(format!("rate_per_sec must be a positive number, got {rate}"));
+                return invalid(format!(
+                    "rate_per_sec must be a positive number, got {rate}"
+                ));
             }
         }
         if self.burst == 0 {

@@ -103,7 +103,9 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves consistent counters (every
         // update is a single assignment), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn publish_limit(&self, limit: usize) {
@@ -124,7 +126,9 @@ impl Inner {
         }
         if let Some(rate) = self.limits.rate_per_sec {
             let burst = f64::from(self.limits.burst);
-            let elapsed = now.saturating_duration_since(state.refilled_at).as_secs_f64();
+            let elapsed = now
+                .saturating_duration_since(state.refilled_at)
+                .as_secs_f64();
             state.tokens = (state.tokens + elapsed * rate).min(burst);
             state.refilled_at = now;
             if state.tokens < 1.0 {

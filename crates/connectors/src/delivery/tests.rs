@@ -29,7 +29,9 @@ fn kashflow_sql_timeout_is_transient() {
     let body = r#"{"Error":"-2146232060","Message":"Execution Timeout Expired.  The timeout period elapsed."}"#;
     let failure = classify(status(400), body, None, "kashflow");
     assert_eq!(failure.class, ErrorClass::Transient);
-    assert!(failure.message.starts_with("KashFlow 400 -2146232060: Execution Timeout"));
+    assert!(failure
+        .message
+        .starts_with("KashFlow 400 -2146232060: Execution Timeout"));
 
     let by_message = r#"{"Error":"Other","Message":"Execution Timeout Expired."}"#;
     assert_eq!(
@@ -69,7 +71,10 @@ fn ordercloud_joins_all_errors() {
     let not_found = r#"{"Errors":[{"ErrorCode":"NotFound","Message":"Order not found: SO-404","Data":{"ObjectType":"Order","ObjectID":"SO-404"}}]}"#;
     let failure = classify(status(404), not_found, None, "ordercloud");
     assert_eq!(failure.class, ErrorClass::NotFound);
-    assert_eq!(failure.message, "OrderCloud 404 NotFound: Order not found: SO-404");
+    assert_eq!(
+        failure.message,
+        "OrderCloud 404 NotFound: Order not found: SO-404"
+    );
 }
 
 #[test]
@@ -136,7 +141,11 @@ fn status_table() {
         (302, ErrorClass::Unknown),
     ];
     for (code, class) in cases {
-        assert_eq!(classify(status(code), "{}", None, "kashflow").class, class, "{code}");
+        assert_eq!(
+            classify(status(code), "{}", None, "kashflow").class,
+            class,
+            "{code}"
+        );
     }
 }
 
@@ -150,7 +159,10 @@ fn retry_after_is_kept() {
 #[test]
 fn retry_after_parses_seconds_and_dates() {
     let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).unwrap();
-    assert_eq!(parse_retry_after_at("120", now), Some(Duration::from_secs(120)));
+    assert_eq!(
+        parse_retry_after_at("120", now),
+        Some(Duration::from_secs(120))
+    );
     assert_eq!(parse_retry_after_at(" 0 ", now), Some(Duration::ZERO));
     assert_eq!(
         parse_retry_after_at("Wed, 21 Oct 2015 07:28:30 GMT", now),

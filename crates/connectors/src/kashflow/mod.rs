@@ -26,9 +26,9 @@ use serde::Serialize;
 
 pub use config::KashFlowConfig;
 pub use models::{
-    format_date, parse_date, Address, BankAccount, BulkPayment, BulkPaymentItem, Contact,
-    Currency, Customer, CustomField, Invoice, LineItem, Nominal, PaymentLine, PaymentMethod,
-    PaymentTerms, Product, VatRate,
+    format_date, parse_date, Address, BankAccount, BulkPayment, BulkPaymentItem, Contact, Currency,
+    CustomField, Customer, Invoice, LineItem, Nominal, PaymentLine, PaymentMethod, PaymentTerms,
+    Product, VatRate,
 };
 
 use tokio::time::Instant;
@@ -162,7 +162,10 @@ impl KashFlowClient {
 
     /// Customers whose fields match `text` (`searchtext`), all pages.
     pub async fn search_customers(&self, text: &str) -> Result<Vec<Customer>, Failure> {
-        let url = with_query(&self.url(&["customers"]), &[("searchtext", text.to_owned())]);
+        let url = with_query(
+            &self.url(&["customers"]),
+            &[("searchtext", text.to_owned())],
+        );
         self.list_all(url).await
     }
 
@@ -266,7 +269,10 @@ impl KashFlowClient {
         };
         let mut lines = invoice.payment_lines.clone().unwrap_or_default();
         if let Some(reference) = payment.reference.as_deref().filter(|r| !r.is_empty()) {
-            if lines.iter().any(|line| line.reference.as_deref() == Some(reference)) {
+            if lines
+                .iter()
+                .any(|line| line.reference.as_deref() == Some(reference))
+            {
                 tracing::info!(invoice_number, reference, "payment already recorded");
                 return Ok(invoice);
             }
@@ -370,7 +376,10 @@ impl KashFlowClient {
         );
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
-            let page: Page<T> = self.call(Method::GET, url.clone(), Body::Empty).await?.json(NAME)?;
+            let page: Page<T> = self
+                .call(Method::GET, url.clone(), Body::Empty)
+                .await?
+                .json(NAME)?;
             let count = page.data.len();
             items.extend(page.data);
             let meta = page.meta.unwrap_or_default();
@@ -399,7 +408,10 @@ impl KashFlowClient {
         }
         Err(Failure::new(
             ErrorClass::Unknown,
-            format!("{NAME}: list {} has more than {MAX_PAGES} pages", url.path()),
+            format!(
+                "{NAME}: list {} has more than {MAX_PAGES} pages",
+                url.path()
+            ),
         ))
     }
 
@@ -499,7 +511,10 @@ impl KashFlowClient {
             .map_err(login_failure)?
             .json(NAME)?;
         if session.session_token.trim().is_empty() {
-            return Err(Failure::new(ErrorClass::Auth, format!("{NAME} login: empty SessionToken")));
+            return Err(Failure::new(
+                ErrorClass::Auth,
+                format!("{NAME} login: empty SessionToken"),
+            ));
         }
         tracing::info!(target_name = %self.target().name(), "logged in to KashFlow");
         Ok(Secret::new(session.session_token))
@@ -523,6 +538,10 @@ fn login_failure(failure: Failure) -> Failure {
 fn is_account_locked(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("Error").and_then(|e| e.as_str()).map(|e| e == "AccountLocked"))
+        .and_then(|v| {
+            v.get("Error")
+                .and_then(|e| e.as_str())
+                .map(|e| e == "AccountLocked")
+        })
         .unwrap_or(false)
 }

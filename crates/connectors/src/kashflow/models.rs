@@ -566,12 +566,20 @@ pub(crate) struct SessionToken {
 /// any, is dropped (KashFlow dates are local to the account).
 pub fn parse_date(text: &str) -> Option<NaiveDateTime> {
     let text = text.trim();
-    for format in ["%Y-%m-%d %H:%M:%S %:z", "%Y-%m-%d %H:%M:%S%.f %:z", "%Y-%m-%dT%H:%M:%S%.f%:z"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S %:z",
+        "%Y-%m-%d %H:%M:%S%.f %:z",
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+    ] {
         if let Ok(at) = DateTime::parse_from_str(text, format) {
             return Some(at.naive_local());
         }
     }
-    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ] {
         if let Ok(at) = NaiveDateTime::parse_from_str(text, format) {
             return Some(at);
         }

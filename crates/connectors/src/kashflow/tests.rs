@@ -19,7 +19,11 @@ fn login_answers_parse() {
         r#"{"TemporaryToken":"0f6a3c1e-8a7e-4b8e-9f57-1c1f2e9d0a11","MemorableWordList":[{"Position":1,"Value":""},{"Position":4,"Value":""},{"Position":6,"Value":""}],"IsAdmin":true,"SubscriptionExpired":false,"HasTemporaryPassword":false,"PackageName":"Business","PartnerId":0}"#,
     )
     .unwrap();
-    let positions: Vec<usize> = step1.memorable_word_list.iter().map(|p| p.position).collect();
+    let positions: Vec<usize> = step1
+        .memorable_word_list
+        .iter()
+        .map(|p| p.position)
+        .collect();
     assert_eq!(positions, vec![1, 4, 6]);
 
     let step2: SessionToken = serde_json::from_str(
@@ -110,7 +114,10 @@ fn payment_line_and_bulk_payment_match_the_reference_examples() {
     .unwrap();
     assert_eq!(bulk.number, Some(5));
     let item = &bulk.payment_items.unwrap()[0];
-    assert_eq!((item.id, item.object_number, item.amount), (Some(9), Some(1042), Some(dec("30.0"))));
+    assert_eq!(
+        (item.id, item.object_number, item.amount),
+        (Some(9), Some(1042), Some(dec("30.0")))
+    );
 }
 
 #[test]
@@ -125,7 +132,10 @@ fn customer_round_trips_kashflow_spellings() {
     .unwrap();
     let contact = &customer.contacts.as_ref().unwrap()[0];
     assert_eq!(contact.first_name.as_deref(), Some("Ada"));
-    assert_eq!(customer.payment_terms.as_ref().unwrap().r#type.as_deref(), Some("AfterIssuedDate"));
+    assert_eq!(
+        customer.payment_terms.as_ref().unwrap().r#type.as_deref(),
+        Some("AfterIssuedDate")
+    );
     let back = serde_json::to_value(&customer).unwrap();
     assert_eq!(back["Contacts"][0]["Firstname"], "Ada");
     assert_eq!(back["VATNumber"], "GB123");
@@ -192,7 +202,9 @@ fn dates_parse_in_every_kashflow_form() {
     assert_eq!(parse_date("2025-03-01T12:30:00"), Some(expected));
     assert_eq!(
         parse_date("2025-03-01"),
-        NaiveDate::from_ymd_opt(2025, 3, 1).unwrap().and_hms_opt(0, 0, 0)
+        NaiveDate::from_ymd_opt(2025, 3, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
     );
     assert_eq!(parse_date("yesterday"), None);
     assert_eq!(format_date(expected), "2025-03-01 12:30:00");
@@ -211,7 +223,13 @@ fn invoice_filter_builds_the_documented_query() {
     let keys: Vec<&str> = filter.query().iter().map(|(k, _)| *k).collect();
     assert_eq!(
         keys,
-        ["customercode", "statusfilter", "issuedatefrom", "issuedateto", "searchtext"]
+        [
+            "customercode",
+            "statusfilter",
+            "issuedatefrom",
+            "issuedateto",
+            "searchtext"
+        ]
     );
     assert_eq!(filter.query()[2].1, "2025-01-01");
 }
@@ -225,7 +243,10 @@ fn config_rejects_unknown_keys_and_hides_secrets() {
     .unwrap();
     assert_eq!(config.session_renew_after, Duration::from_secs(1800));
     let printed = format!("{config:?}");
-    assert!(!printed.contains("p4ss") && !printed.contains("pineapple"), "{printed}");
+    assert!(
+        !printed.contains("p4ss") && !printed.contains("pineapple"),
+        "{printed}"
+    );
     let err = serde_json::from_value::<KashFlowConfig>(json!({
         "base_url": "x", "username": "u", "password": "p", "memorable_word": "m", "pasword": "typo"
     }))

@@ -187,7 +187,11 @@ impl OrderCloudClient {
     // ----- orders -----
 
     /// `GET /orders/{direction}/{id}`; `None` if unknown.
-    pub async fn get_order(&self, direction: Direction, id: &str) -> Result<Option<Order>, Failure> {
+    pub async fn get_order(
+        &self,
+        direction: Direction,
+        id: &str,
+    ) -> Result<Option<Order>, Failure> {
         self.get_optional(self.url(&["orders", direction.as_str(), id]))
             .await
     }
@@ -369,7 +373,10 @@ impl OrderCloudClient {
         }
         Err(Failure::new(
             ErrorClass::Unknown,
-            format!("{NAME}: list {} has more than {MAX_PAGES} pages", url.path()),
+            format!(
+                "{NAME}: list {} has more than {MAX_PAGES} pages",
+                url.path()
+            ),
         ))
     }
 
@@ -433,7 +440,10 @@ impl OrderCloudClient {
             form.push(("scope", self.inner.scope.as_str()));
         }
         let body = serde_urlencoded::to_string(&form).map_err(|err| {
-            Failure::new(ErrorClass::Unknown, format!("{NAME}: cannot encode the token request: {err}"))
+            Failure::new(
+                ErrorClass::Unknown,
+                format!("{NAME}: cannot encode the token request: {err}"),
+            )
         })?;
         let url = self.inner.transport.url(&["oauth", "token"]);
         let answer = self
@@ -457,7 +467,10 @@ impl OrderCloudClient {
         })?;
         let token: TokenResponse = answer.json(NAME)?;
         if token.access_token.trim().is_empty() {
-            return Err(Failure::new(ErrorClass::Auth, format!("{NAME}: empty access_token")));
+            return Err(Failure::new(
+                ErrorClass::Auth,
+                format!("{NAME}: empty access_token"),
+            ));
         }
         Ok(token)
     }

@@ -40,7 +40,10 @@ fn list_pages_parse_including_empty_ones() {
     assert_eq!(page.meta.total_pages, Some(2));
     assert_eq!(page.meta.item_range, Some(vec![1, 20]));
     let line = &page.items[0];
-    assert_eq!(line.product.as_ref().unwrap().xp, Some(json!({"KashFlowCode": "WID1"})));
+    assert_eq!(
+        line.product.as_ref().unwrap().xp,
+        Some(json!({"KashFlowCode": "WID1"}))
+    );
     assert_eq!(line.variant, None);
 
     let empty: ListPage<Order> = serde_json::from_value(json!({
@@ -69,7 +72,10 @@ fn user_create_body_sends_only_what_is_set() {
     );
     assert!(!format!("{user:?}").contains("s3cret!"));
 
-    let read: User = serde_json::from_value(json!({"ID": "buyer02", "CompanyID": "BUYER1", "Password": null, "xp": {"a": 1}})).unwrap();
+    let read: User = serde_json::from_value(
+        json!({"ID": "buyer02", "CompanyID": "BUYER1", "Password": null, "xp": {"a": 1}}),
+    )
+    .unwrap();
     assert_eq!(read.company_id.as_deref(), Some("BUYER1"));
     assert_eq!(read.password, None);
 }
@@ -91,7 +97,10 @@ fn webhook_body_carries_the_hash_key() {
     let body = serde_json::to_value(&webhook).unwrap();
     assert_eq!(body["HashKey"], "sim-hash-key-123");
     assert_eq!(body["ApiClientIDs"], json!(["client-1"]));
-    assert_eq!(body["WebhookRoutes"][0]["Route"], "v1/orders/{direction}/{orderID}/submit");
+    assert_eq!(
+        body["WebhookRoutes"][0]["Route"],
+        "v1/orders/{direction}/{orderID}/submit"
+    );
     assert!(!format!("{webhook:?}").contains("sim-hash-key-123"));
 }
 

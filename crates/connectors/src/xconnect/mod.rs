@@ -1,7 +1,7 @@
 //! xConnect contacts: create a contact by identifier, or link to the one
 //! that already has it.
 //!
-//! The HTTP shape (paths, JSON field names) lives in [`wire`] alone, so it
+//! The HTTP shape (paths, JSON field names) lives in the private `wire` module alone, so it
 //! can follow the real service or the sandbox without touching the logic.
 
 mod config;
@@ -89,7 +89,10 @@ impl XConnectClient {
         if failure.class != ErrorClass::Conflict {
             return Err(failure);
         }
-        match self.find_contact(contact.source, contact.identifier).await? {
+        match self
+            .find_contact(contact.source, contact.identifier)
+            .await?
+        {
             Some(id) => Ok((id, ContactLink::Linked)),
             None => Err(Failure::new(
                 ErrorClass::Conflict,
@@ -111,7 +114,10 @@ impl XConnectClient {
             &self.inner.url(wire::CONTACTS_PATH),
             &wire::lookup_query(source, identifier),
         );
-        let answer = self.inner.send(Method::GET, &url, &Body::Empty, None).await?;
+        let answer = self
+            .inner
+            .send(Method::GET, &url, &Body::Empty, None)
+            .await?;
         match answer.ok(SYSTEM) {
             Ok(answer) => {
                 let found: wire::Contact = answer.json(NAME)?;

@@ -22,7 +22,10 @@ fn create_body_has_the_documented_shape() {
     );
     assert!(body["Emails"].to_string().contains("ada@example.com"));
 
-    let without_email = wire::create_body(&NewContact { email: None, ..contact });
+    let without_email = wire::create_body(&NewContact {
+        email: None,
+        ..contact
+    });
     assert!(without_email.get("Emails").is_none());
 }
 

@@ -240,6 +240,73 @@ pub fn reference_data(data: &mut Data) {
                 None,
             ),
         ),
+        // The rest of the storefront's catalogue (the OrderCloud simulator
+        // seeds WID1..WID6), so that only deliberately unknown products miss.
+        (
+            10,
+            product(
+                10,
+                "WID2",
+                "Widget Two",
+                &sales,
+                dec(2550, 2),
+                dec(1800, 2),
+                twenty,
+                Some(100),
+            ),
+        ),
+        (
+            11,
+            product(
+                11,
+                "WID3",
+                "Children's Widget",
+                &books,
+                dec(799, 2),
+                dec(500, 2),
+                zero,
+                Some(100),
+            ),
+        ),
+        (
+            12,
+            product(
+                12,
+                "WID4",
+                "Widget Book",
+                &books,
+                dec(1250, 2),
+                dec(900, 2),
+                zero,
+                Some(100),
+            ),
+        ),
+        (
+            13,
+            product(
+                13,
+                "WID5",
+                "Energy-Saving Widget",
+                &sales,
+                dec(4999, 2),
+                dec(3500, 2),
+                five,
+                Some(100),
+            ),
+        ),
+        (
+            14,
+            product(
+                14,
+                "WID6",
+                "Widget Deluxe",
+                &sales,
+                dec(12000, 2),
+                dec(9000, 2),
+                twenty,
+                Some(100),
+            ),
+        ),
     ] {
         data.products.insert(id, p);
     }

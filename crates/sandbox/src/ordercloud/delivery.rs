@@ -104,7 +104,7 @@ pub struct DeliveryRecord {
     pub url: String,
     /// The body as JSON (as sent).
     pub body: Value,
-    /// Headers sent with the body.
+    /// Headers sent with the body (values other than the signature redacted).
     pub headers: BTreeMap<String, String>,
     /// True for the extra copy of a duplicated message.
     pub duplicate: bool,
@@ -223,7 +223,7 @@ impl Deliverer {
                 event_id: message.event_id.clone(),
                 url: message.url.clone(),
                 body: serde_json::from_slice(&message.body).unwrap_or(Value::Null),
-                headers: message.headers.iter().cloned().collect(),
+                headers: recorded_headers(&message),
                 duplicate: copy > 0,
                 wrong_hash,
                 delayed_ms,
@@ -310,6 +310,27 @@ impl Deliverer {
         }
         Ok((status, body[..end].to_owned()))
     }
+}
+
+/// The headers as recorded: the signature is kept (it is derived from the
+/// body), other values such as a custom auth header are redacted.
+fn recorded_headers(message: &Outbound) -> BTreeMap<String, String> {
+    message
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let is_signature = message
+                .signature_header
+                .as_ref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(name));
+            let value = if is_signature {
+                value.clone()
+            } else {
+                "<redacted>".to_owned()
+            };
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 /// Replaces the signature header value with a valid-looking wrong one.

@@ -40,6 +40,49 @@ pub struct OrderCloud {
     deliverer: Arc<delivery::Deliverer>,
 }
 
+/// The line items of one order, in the order they were added (lists and
+/// invoices keep the shopper's order).
+#[derive(Debug, Default, Clone)]
+struct LineItems(Vec<Value>);
+
+impl LineItems {
+    fn values(&self) -> impl Iterator<Item = &Value> {
+        self.0.iter()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
+        self.0.iter_mut()
+    }
+
+    fn position(&self, id: &str) -> Option<usize> {
+        self.0.iter().position(|l| l["ID"].as_str() == Some(id))
+    }
+
+    fn get(&self, id: &str) -> Option<&Value> {
+        self.position(id).map(|i| &self.0[i])
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Value> {
+        self.position(id).map(|i| &mut self.0[i])
+    }
+
+    fn contains_key(&self, id: &str) -> bool {
+        self.position(id).is_some()
+    }
+
+    /// Appends `line` (or replaces the line with the same ID).
+    fn insert(&mut self, line: Value) {
+        match line["ID"].as_str().and_then(|id| self.position(id)) {
+            Some(i) => self.0[i] = line,
+            None => self.0.push(line),
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Value> {
+        self.position(id).map(|i| self.0.remove(i))
+    }
+}
+
 /// Everything the simulator holds.
 #[derive(Debug, Default)]
 struct Store {
@@ -52,7 +95,7 @@ struct Store {
     products: BTreeMap<String, Value>,
     orders: BTreeMap<String, Value>,
     /// Line items per order ID, keyed by line item ID.
-    line_items: HashMap<String, BTreeMap<String, Value>>,
+    line_items: HashMap<String, LineItems>,
     /// Payments per order ID, keyed by payment ID.
     payments: HashMap<String, BTreeMap<String, Value>>,
     /// Shipments keyed by ID, with the order each ships.
@@ -247,6 +290,21 @@ impl OrderCloud {
         self.deliverer.records()
     }
 
+    /// Adds (or replaces) a webhook at runtime, as if configured; an empty
+    /// `seed.id` becomes `webhook-<n>`. Returns the webhook's ID.
+    pub fn add_webhook(&self, seed: &WebhookSeed) -> String {
+        let mut store = self.store();
+        let id = if seed.id.is_empty() {
+            format!("webhook-{}", store.webhooks.len() + 1)
+        } else {
+            seed.id.clone()
+        };
+        store
+            .webhooks
+            .insert(id.clone(), webhooks::from_seed(&id, seed));
+        id
+    }
+
     /// Invalidates every access and refresh token (clients must re-authenticate).
     pub fn expire_tokens(&self) {
         let mut store = self.store();
@@ -422,4 +480,49 @@ fn check_xp(xp: &Value) -> Result<(), OcError> {
         return Err(OcError::validation("xp", "xp may not exceed 8000 bytes."));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_merge_keeps_unsent_keys() {
+        let mut target = json!({"a": {"b": 1, "c": {"d": 2}}, "e": 3});
+        deep_merge(&mut target, &json!({"a": {"c": {"f": 4}}, "e": null}));
+        assert_eq!(
+            target,
+            json!({"a": {"b": 1, "c": {"d": 2, "f": 4}}, "e": null})
+        );
+    }
+
+    #[test]
+    fn decimals_round_trip_exactly() {
+        let d = decimal_of(&json!(0.1)).expect("number") + decimal_of(&json!(0.2)).expect("number");
+        assert_eq!(decimal_value(d).to_string(), "0.3");
+        assert_eq!(decimal_value(Decimal::new(1050, 2)).to_string(), "10.5");
+        assert_eq!(decimal_value(Decimal::ZERO).to_string(), "0");
+        assert_eq!(decimal_of(&json!("2.25")), Some(Decimal::new(225, 2)));
+        assert_eq!(decimal_of(&Value::Null), None);
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("Order", "SO-1_a").is_ok());
+        assert!(check_id("Order", "bad id").is_err());
+        assert!(check_id("Order", &"x".repeat(101)).is_err());
+        let generated = generated_id();
+        assert_eq!(generated.len(), 22);
+        assert!(check_id("Order", &generated).is_ok());
+    }
+
+    #[test]
+    fn default_config_seeds_catalogue_and_user() {
+        let store = seed_store(&OrderCloudConfig::default());
+        assert!(store.products.contains_key("WID1"));
+        assert!(store.products.contains_key("OC-GIFT"));
+        assert_eq!(store.products["WID3"]["xp"]["TaxClass"], "zero");
+        assert_eq!(store.users["buyer01"]["Password"], Value::Null);
+        assert_eq!(store.passwords["buyer01"], "sim-password");
+    }
 }

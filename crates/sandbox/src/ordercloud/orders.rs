@@ -15,7 +15,7 @@ use super::error::{OcError, OcJson, OcPath, OcResult};
 use super::list::{matches_expression, ListQuery};
 use super::{
     check_xp, decimal_of, decimal_value, deep_merge, id_from_body, money_field, now_text,
-    object_body, OrderCloud, Store,
+    object_body, LineItems, OrderCloud, Store,
 };
 
 type Created = (StatusCode, Json<Value>);
@@ -238,7 +238,7 @@ pub(crate) async fn create_order(
         "xp": xp,
     });
     store.orders.insert(id.clone(), order);
-    store.line_items.insert(id.clone(), BTreeMap::new());
+    store.line_items.insert(id.clone(), LineItems::default());
     recompute(&mut store, &id);
     Ok((StatusCode::CREATED, Json(store.orders[&id].clone())))
 }
@@ -771,10 +771,15 @@ pub(crate) async fn create_line_item(
         .line_items
         .entry(order_id.clone())
         .or_default()
-        .insert(line_id.clone(), line);
+        .insert(line);
     recompute(&mut store, &order_id);
     touch(&mut store, &order_id);
-    let line = store.line_items[&order_id][&line_id].clone();
+    let line = store
+        .line_items
+        .get(&order_id)
+        .and_then(|m| m.get(&line_id))
+        .cloned()
+        .unwrap_or(Value::Null);
     Ok((StatusCode::CREATED, Json(line)))
 }
 
@@ -851,7 +856,13 @@ pub(crate) async fn patch_line_item(
     *line = updated;
     recompute(&mut store, &order_id);
     touch(&mut store, &order_id);
-    Ok(Json(store.line_items[&order_id][&line_id].clone()))
+    let line = store
+        .line_items
+        .get(&order_id)
+        .and_then(|m| m.get(&line_id))
+        .cloned()
+        .unwrap_or(Value::Null);
+    Ok(Json(line))
 }
 
 /// `DELETE .../lineitems/{lineItemID}` (204; unsubmitted orders only).

@@ -20,7 +20,10 @@ pub fn router() -> Router<AppState> {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {err}\n")),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {err}\n"),
+        ),
     }
 }
 

@@ -44,7 +44,10 @@ fn parse_state(state: Option<&str>) -> Result<Option<RunState>, ApiError> {
         None => Ok(None),
         Some(name) => RunState::parse(name).map(Some).ok_or_else(|| {
             let known: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
-            ApiError::BadRequest(format!("unknown run state {name:?}; use one of {}", known.join(", ")))
+            ApiError::BadRequest(format!(
+                "unknown run state {name:?}; use one of {}",
+                known.join(", ")
+            ))
         }),
     }
 }
@@ -80,7 +83,10 @@ async fn load(state: &AppState, id: Uuid) -> Result<RunDetail, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no run {id}")))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<Json<RunDetail>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RunDetail>, ApiError> {
     Ok(Json(load(&state, id).await?))
 }
 
@@ -133,11 +139,21 @@ pub async fn replay(
             None => detail.journal,
         };
         let report = dry_run(state.store.as_ref(), flow.as_ref(), &run, journal).await;
-        return Ok(ReplayAnswer { run_id: id, replayed: false, dry_run: Some(report), error: None });
+        return Ok(ReplayAnswer {
+            run_id: id,
+            replayed: false,
+            dry_run: Some(report),
+            error: None,
+        });
     }
     state.store.replay(id, input).await?;
     state.wake.notify_one();
-    Ok(ReplayAnswer { run_id: id, replayed: true, dry_run: None, error: None })
+    Ok(ReplayAnswer {
+        run_id: id,
+        replayed: true,
+        dry_run: None,
+        error: None,
+    })
 }
 
 async fn replay_one(
@@ -146,7 +162,9 @@ async fn replay_one(
     body: Option<Json<ReplayRequest>>,
 ) -> Result<Json<ReplayAnswer>, ApiError> {
     let request = body.map(|Json(b)| b).unwrap_or_default();
-    Ok(Json(replay(&state, id, request.input, request.dry_run).await?))
+    Ok(Json(
+        replay(&state, id, request.input, request.dry_run).await?,
+    ))
 }
 
 /// Body of a bulk replay: explicit ids, or every run in a state (and flow).
@@ -170,7 +188,9 @@ async fn replay_many(
 ) -> Result<Json<Value>, ApiError> {
     let ids = if request.ids.is_empty() {
         let run_state = parse_state(request.state.as_deref())?.ok_or_else(|| {
-            ApiError::BadRequest("give `ids`, or a `state` (parked or retrying) to select runs".to_owned())
+            ApiError::BadRequest(
+                "give `ids`, or a `state` (parked or retrying) to select runs".to_owned(),
+            )
         })?;
         let filter = RunFilter {
             state: Some(run_state),
@@ -178,7 +198,13 @@ async fn replay_many(
             before: None,
             limit: request.limit.unwrap_or(1000),
         };
-        state.store.list_runs(&filter).await?.into_iter().map(|r| r.id).collect()
+        state
+            .store
+            .list_runs(&filter)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
     } else {
         request.ids.clone()
     };

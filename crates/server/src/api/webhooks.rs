@@ -62,7 +62,14 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match header_str(headers, header::CONTENT_TYPE.as_str()) {
         None => Ok(()),
-        Some(ct) if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => Ok(()),
+        Some(ct)
+            if ct
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) =>
+        {
+            Ok(())
+        }
         Some(ct) => Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type must be application/json, got {ct:?}"
         ))),
@@ -137,7 +144,9 @@ async fn store_event(
             if !run_ids.is_empty() {
                 state.wake.notify_one();
             }
-            Ok(Json(json!({"status": "accepted", "event_id": event_id, "runs": run_ids})))
+            Ok(Json(
+                json!({"status": "accepted", "event_id": event_id, "runs": run_ids}),
+            ))
         }
         IngestOutcome::Duplicate { event_id } => {
             received(&source, "duplicate");
@@ -154,7 +163,9 @@ async fn ordercloud(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let Some(config) = state.sources.ordercloud.get(&name) else {
-        return Err(ApiError::NotFound(format!("no OrderCloud source named {name:?} is configured")));
+        return Err(ApiError::NotFound(format!(
+            "no OrderCloud source named {name:?} is configured"
+        )));
     };
     let source = format!("ordercloud:{name}");
     if let Err(err) = signature::verify_ordercloud(
@@ -167,17 +178,29 @@ async fn ordercloud(
         return Err(ApiError::Unauthorized);
     }
     require_json(&headers)?;
-    let (envelope, value): (OrderCloudEnvelope, Value) = parse(&body).inspect_err(|_| received(&source, "malformed"))?;
+    let (envelope, value): (OrderCloudEnvelope, Value) =
+        parse(&body).inspect_err(|_| received(&source, "malformed"))?;
     if envelope.log_id.trim().is_empty() {
         received(&source, "malformed");
-        return Err(ApiError::BadRequest("invalid webhook body at `LogID`: empty".to_owned()));
+        return Err(ApiError::BadRequest(
+            "invalid webhook body at `LogID`: empty".to_owned(),
+        ));
     }
     let kind = EventKind::OrderCloud {
         route: &envelope.route,
         verb: &envelope.verb,
     };
     let kept = kept_headers(&headers, &["x-oc-hash", "content-type", "user-agent"]);
-    store_event(&state, source, envelope.log_id.clone(), kept, body, value, kind).await
+    store_event(
+        &state,
+        source,
+        envelope.log_id.clone(),
+        kept,
+        body,
+        value,
+        kind,
+    )
+    .await
 }
 
 async fn gateway(
@@ -187,7 +210,9 @@ async fn gateway(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let Some(config) = state.sources.gateway.get(&name) else {
-        return Err(ApiError::NotFound(format!("no gateway source named {name:?} is configured")));
+        return Err(ApiError::NotFound(format!(
+            "no gateway source named {name:?} is configured"
+        )));
     };
     let source = format!("gateway:{name}");
     if let Err(err) = signature::verify_stripe(
@@ -202,10 +227,14 @@ async fn gateway(
         return Err(ApiError::Unauthorized);
     }
     require_json(&headers)?;
-    let (event, value): (GatewayEvent, Value) = parse(&body).inspect_err(|_| received(&source, "malformed"))?;
+    let (event, value): (GatewayEvent, Value) =
+        parse(&body).inspect_err(|_| received(&source, "malformed"))?;
     let kind = EventKind::Gateway {
         event_type: &event.event_type,
     };
-    let kept = kept_headers(&headers, &["stripe-signature", "content-type", "user-agent"]);
+    let kept = kept_headers(
+        &headers,
+        &["stripe-signature", "content-type", "user-agent"],
+    );
     store_event(&state, source, event.id.clone(), kept, body, value, kind).await
 }

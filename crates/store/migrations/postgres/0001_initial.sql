@@ -30,9 +30,8 @@ CREATE TABLE runs (
     discard_reason   text
 );
 
+-- Also serves the reaper (state = 'running': few rows, one per worker slot).
 CREATE INDEX runs_claim ON runs (state, next_attempt_at, seq);
-CREATE INDEX runs_lease ON runs (state, lease_expires_at);
-CREATE INDEX runs_event ON runs (event_id);
 CREATE INDEX runs_flow ON runs (flow, seq);
 
 CREATE TABLE steps (

@@ -10,14 +10,13 @@ use sqlx::sqlite::SqliteConnection;
 use uuid::Uuid;
 
 use super::{
-    get, intent_from_row, journal, json_text, map_error, run_from_row, INTENT_COLUMNS,
-    RUN_COLUMNS,
+    get, intent_from_row, journal, json_text, map_error, run_from_row, INTENT_COLUMNS, RUN_COLUMNS,
 };
 use crate::chain::{audit_hash, canonical_entry, GENESIS_HASH};
 use crate::common::{self, lease_expiry, now_micros, MAX_CLAIM};
 use crate::{
-    AuditRecord, ClaimedRun, IngestOutcome, Intent, IntentState, Lease, NewAudit, NewEvent,
-    NewRun, Result, RunOutcome, StepRecord, StoreError,
+    AuditRecord, ClaimedRun, IngestOutcome, Intent, IntentState, Lease, NewAudit, NewEvent, NewRun,
+    Result, RunOutcome, StepRecord, StoreError,
 };
 
 /// Clears the lease columns (a fragment of `UPDATE runs SET`).
@@ -39,21 +38,50 @@ pub(super) async fn ingest(
     event: &NewEvent,
     runs: &[NewRun],
 ) -> Result<IngestOutcome> {
-    let inserted = sqlx::query(
+    // One round trip: the event, then each run only if the statement before
+    // it inserted a row (`changes() = 1`), so a duplicate inserts nothing.
+    // No statement here can fail after an earlier one wrote (the first is
+    // the only one that can conflict), so the job needs no savepoint; a run
+    // id that already exists is skipped, detected below and undone.
+    let mut sql = String::from(
         "INSERT INTO events (id, source, dedupe_key, received_at, headers, body)
          VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (source, dedupe_key) DO NOTHING",
-    )
-    .bind(event.id.to_string())
-    .bind(&event.source)
-    .bind(&event.dedupe_key)
-    .bind(event.received_at.timestamp_micros())
-    .bind(json_text(&event.headers))
-    .bind(&event.body)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
-    if inserted.rows_affected() == 0 {
+         ON CONFLICT (source, dedupe_key) DO NOTHING;",
+    );
+    for _ in runs {
+        sql.push_str(
+            " INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
+                                created_at, updated_at, next_attempt_at)
+              SELECT ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ? WHERE changes() = 1
+              ON CONFLICT (id) DO NOTHING;",
+        );
+    }
+    let now = now_micros().timestamp_micros();
+    let event_id = event.id.to_string();
+    let mut statement = sqlx::query(&sql)
+        .bind(event_id.clone())
+        .bind(&event.source)
+        .bind(&event.dedupe_key)
+        .bind(event.received_at.timestamp_micros())
+        .bind(json_text(&event.headers))
+        .bind(&event.body);
+    for run in runs {
+        statement = statement
+            .bind(run.id.to_string())
+            .bind(event_id.clone())
+            .bind(&run.flow)
+            .bind(&run.flow_version)
+            .bind(json_text(&run.input))
+            .bind(now)
+            .bind(now)
+            .bind(run.not_before.timestamp_micros());
+    }
+    let written = statement
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| map_error(&e))?
+        .rows_affected();
+    if written == 0 {
         let existing: String =
             sqlx::query_scalar("SELECT id FROM events WHERE source = ? AND dedupe_key = ?")
                 .bind(&event.source)
@@ -65,49 +93,56 @@ pub(super) async fn ingest(
             event_id: super::parse_uuid(&existing)?,
         });
     }
-    let mut run_ids = Vec::with_capacity(runs.len());
-    for run in runs {
-        insert_run(conn, run, Some(event.id), false).await?;
-        run_ids.push(run.id);
+    if written != 1 + runs.len() as u64 {
+        undo_ingest(conn, event, runs).await?;
+        return Err(StoreError::Fatal(format!(
+            "event {} not stored: one of its run ids already exists",
+            event.id
+        )));
     }
     Ok(IngestOutcome::Accepted {
         event_id: event.id,
-        run_ids,
+        run_ids: runs.iter().map(|run| run.id).collect(),
     })
 }
 
-pub(super) async fn enqueue(conn: &mut SqliteConnection, run: &NewRun) -> Result<()> {
-    insert_run(conn, run, None, true).await
-}
-
-async fn insert_run(
-    conn: &mut SqliteConnection,
-    run: &NewRun,
-    event_id: Option<Uuid>,
-    ignore_existing: bool,
-) -> Result<()> {
-    let now = now_micros().timestamp_micros();
-    let statement = if ignore_existing {
-        "INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
-                           created_at, updated_at, next_attempt_at)
-         VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-    } else {
-        "INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
-                           created_at, updated_at, next_attempt_at)
-         VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?)"
-    };
-    sqlx::query(statement)
-        .bind(run.id.to_string())
-        .bind(event_id.map(|id| id.to_string()))
-        .bind(&run.flow)
-        .bind(&run.flow_version)
-        .bind(json_text(&run.input))
-        .bind(now)
-        .bind(now)
-        .bind(run.not_before.timestamp_micros())
+/// Removes what a refused ingest wrote (its event and the runs inserted
+/// for it), within the same transaction.
+async fn undo_ingest(conn: &mut SqliteConnection, event: &NewEvent, runs: &[NewRun]) -> Result<()> {
+    let event_id = event.id.to_string();
+    for run in runs {
+        sqlx::query("DELETE FROM runs WHERE id = ? AND event_id = ?")
+            .bind(run.id.to_string())
+            .bind(&event_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| map_error(&e))?;
+    }
+    sqlx::query("DELETE FROM events WHERE id = ?")
+        .bind(&event_id)
         .execute(&mut *conn)
         .await
         .map_err(|e| map_error(&e))?;
+    Ok(())
+}
+
+pub(super) async fn enqueue(conn: &mut SqliteConnection, run: &NewRun) -> Result<()> {
+    let now = now_micros().timestamp_micros();
+    sqlx::query(
+        "INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
+                           created_at, updated_at, next_attempt_at)
+         VALUES (?, NULL, ?, ?, 'queued', ?, 0, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(run.id.to_string())
+    .bind(&run.flow)
+    .bind(&run.flow_version)
+    .bind(json_text(&run.input))
+    .bind(now)
+    .bind(now)
+    .bind(run.not_before.timestamp_micros())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_error(&e))?;
     Ok(())
 }
 
@@ -449,7 +484,9 @@ pub(super) async fn link_intent(
             Ok(())
         }
         Some(Intent {
-            state: IntentState::Linked { external_id: linked },
+            state: IntentState::Linked {
+                external_id: linked,
+            },
             ..
         }) => {
             if linked == external_id {
@@ -505,4 +542,3 @@ pub(super) async fn audit(conn: &mut SqliteConnection, entry: NewAudit) -> Resul
         hash,
     })
 }
-

@@ -1,0 +1,275 @@
+//! `ledgerbridge demo`: the sandbox, the engine on a fresh SQLite file, and
+//! a stream of sample orders, with live progress in the terminal. Keeps
+//! serving until Ctrl-C (or exits when done with `--exit-when-done`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ledgerbridge_connectors::kashflow::KashFlowConfig;
+use ledgerbridge_connectors::ordercloud::{
+    OrderCloudClient, OrderCloudConfig, Webhook, WebhookRoute,
+};
+use ledgerbridge_sandbox::driver::{self, DriverConfig, DriverCredentials, DriverReport};
+use ledgerbridge_sandbox::RunningSandbox;
+use ledgerbridge_server::OrderCloudSource;
+use ledgerbridge_store::{RunFilter, RunState, Store};
+
+use crate::commands::run::{shutdown_signal, App};
+use crate::commands::sandbox::{print_urls, sandbox_config};
+use crate::config::Config;
+use crate::connections::{KASHFLOW_CONNECTION, ORDERCLOUD_CONNECTION};
+
+/// Flags of `ledgerbridge demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Sample orders to place.
+    #[arg(long, default_value_t = 50)]
+    pub orders: usize,
+    /// Orders per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Engine listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Sandbox listen address.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub sandbox_listen: SocketAddr,
+    /// Fault rules for the sandbox (see `ledgerbridge sandbox --help`).
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// Exit once every order is invoiced (or parked) instead of serving on.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Database file for the demo (recreated at start).
+    #[arg(long, default_value = "data/demo.db")]
+    pub db_file: String,
+}
+
+const DEMO_HASH_KEY: &str = "ledgerbridge-demo-hash-key";
+const SUBMIT_ROUTE: &str = "v1/orders/{direction}/{orderID}/submit";
+
+/// Runs the storefront driver against a sandbox and prints its report.
+pub async fn drive(
+    sandbox: &RunningSandbox,
+    orders: usize,
+    rate: f64,
+) -> anyhow::Result<DriverReport> {
+    let config = DriverConfig {
+        orders,
+        rate_per_sec: rate,
+        ..DriverConfig::default()
+    };
+    let report = driver::run(
+        &sandbox.ordercloud_url(),
+        Some(&sandbox.gateway_url()),
+        &DriverCredentials::default(),
+        &config,
+    )
+    .await
+    .context("storefront driver")?;
+    println!(
+        "driver: {} orders submitted ({} failed), {} lines ({} with products unknown to KashFlow), {} new customers, {} paid through the gateway",
+        report.orders_submitted,
+        report.orders_failed,
+        report.line_items,
+        report.unknown_product_lines,
+        report.new_customers,
+        report.payments
+    );
+    for error in &report.errors {
+        println!("  driver error: {error}");
+    }
+    Ok(report)
+}
+
+fn count(counts: &[(RunState, i64)], state: RunState) -> i64 {
+    counts
+        .iter()
+        .find(|(s, _)| *s == state)
+        .map(|c| c.1)
+        .unwrap_or(0)
+}
+
+async fn progress_line(store: &dyn Store, started: Instant) -> anyhow::Result<(i64, i64, i64)> {
+    let counts = store.count_by_state().await?;
+    let invoices = store.ledger(KASHFLOW_CONNECTION, "invoice").await?.len();
+    let total: i64 = counts.iter().map(|c| c.1).sum();
+    let done = count(&counts, RunState::Succeeded);
+    let parked = count(&counts, RunState::Parked);
+    println!(
+        "[{:>5.1}s] orders in {:>4} | queued {:>4} running {:>3} retrying {:>3} parked {:>3} | invoices {:>4}",
+        started.elapsed().as_secs_f64(),
+        total,
+        count(&counts, RunState::Queued),
+        count(&counts, RunState::Running),
+        count(&counts, RunState::Retrying),
+        parked,
+        invoices
+    );
+    Ok((total, done, parked))
+}
+
+pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
+    let sandbox = ledgerbridge_sandbox::serve(
+        sandbox_config(None, &args.faults, None)?,
+        args.sandbox_listen,
+    )
+    .await
+    .with_context(|| format!("starting the sandbox on {}", args.sandbox_listen))?;
+    print_urls(&sandbox);
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", args.db_file));
+    }
+    config.database.url = format!("sqlite://{}", args.db_file);
+    config.server.listen = args.listen.clone();
+    let sim = ledgerbridge_sandbox::config::SandboxConfig::default();
+    config.connections.kashflow = Some(KashFlowConfig::new(
+        sandbox.kashflow_url(),
+        sim.kashflow.username.clone(),
+        sim.kashflow.password.as_str().into(),
+        sim.kashflow.memorable_word.as_str().into(),
+    ));
+    let credentials = DriverCredentials::default();
+    let oc_config = OrderCloudConfig::new(
+        sandbox.ordercloud_url(),
+        credentials.client_id.clone(),
+        credentials.client_secret.as_str().into(),
+        "",
+    );
+    config.connections.ordercloud = Some(oc_config.clone());
+    config.sources.ordercloud.insert(
+        "demo".to_owned(),
+        OrderCloudSource {
+            hash_key: DEMO_HASH_KEY.into(),
+        },
+    );
+    let app = App::start(&config).await?;
+    println!(
+        "engine on http://{} (SQLite {}); runs API at /api/runs, metrics at /metrics",
+        app.addr, args.db_file
+    );
+
+    let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc_config)?;
+    ordercloud
+        .create_webhook(&Webhook {
+            id: Some("ledgerbridge-demo".to_owned()),
+            name: Some("Ledgerbridge: order submitted".to_owned()),
+            url: Some(format!("http://{}/webhooks/ordercloud/demo", app.addr)),
+            hash_key: Some(DEMO_HASH_KEY.into()),
+            webhook_routes: Some(vec![WebhookRoute {
+                route: Some(SUBMIT_ROUTE.to_owned()),
+                verb: Some("POST".to_owned()),
+            }]),
+            ..Webhook::default()
+        })
+        .await
+        .map_err(|f| anyhow::anyhow!("registering the submit webhook with OrderCloud: {f}"))?;
+    println!(
+        "placing {} sample orders at {}/s; every submitted order should become one KashFlow invoice",
+        args.orders, args.rate
+    );
+
+    let started = Instant::now();
+    let driving = {
+        let ordercloud_url = sandbox.ordercloud_url();
+        let gateway_url = sandbox.gateway_url();
+        let config = DriverConfig {
+            orders: args.orders,
+            rate_per_sec: args.rate,
+            ..DriverConfig::default()
+        };
+        tokio::spawn(async move {
+            driver::run(&ordercloud_url, Some(&gateway_url), &credentials, &config).await
+        })
+    };
+    let mut report: Option<DriverReport> = None;
+    let mut driving = Some(driving);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let deadline = Duration::from_secs(120 + (args.orders as f64 / args.rate.max(0.1)) as u64);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown_signal() => {
+                println!("stopping");
+                app.stop().await;
+                return Ok(());
+            }
+        }
+        if let Some(task) = driving.as_ref() {
+            if task.is_finished() {
+                if let Some(task) = driving.take() {
+                    let finished = task
+                        .await
+                        .context("driver task")?
+                        .context("storefront driver")?;
+                    println!(
+                        "driver done: {} orders submitted ({} failed), {} lines, {} with products unknown to KashFlow",
+                        finished.orders_submitted, finished.orders_failed, finished.line_items, finished.unknown_product_lines
+                    );
+                    report = Some(finished);
+                }
+            }
+        }
+        let (total, done, parked) = progress_line(app.store.as_ref(), started).await?;
+        if let Some(r) = &report {
+            let expected = r.orders_submitted as i64;
+            if total >= expected && done + parked >= expected {
+                break;
+            }
+        }
+        if started.elapsed() > deadline {
+            println!(
+                "not finished after {} s; see `ledgerbridge runs list`",
+                deadline.as_secs()
+            );
+            break;
+        }
+    }
+    summary(app.store.as_ref(), &sandbox).await?;
+    if args.exit_when_done {
+        app.stop().await;
+        sandbox.shutdown().await?;
+        return Ok(());
+    }
+    println!(
+        "serving; try `curl http://{}/api/runs?state=parked` — Ctrl-C to stop",
+        app.addr
+    );
+    shutdown_signal().await;
+    app.stop().await;
+    sandbox.shutdown().await?;
+    Ok(())
+}
+
+async fn summary(store: &dyn Store, sandbox: &RunningSandbox) -> anyhow::Result<()> {
+    let invoices = store.ledger(KASHFLOW_CONNECTION, "invoice").await?;
+    let customers = store.ledger(KASHFLOW_CONNECTION, "customer").await?;
+    println!(
+        "done: {} invoices and {} customers created in KashFlow ({})",
+        invoices.len(),
+        customers.len(),
+        sandbox.kashflow_url()
+    );
+    let parked = store
+        .list_runs(&RunFilter {
+            state: Some(RunState::Parked),
+            limit: 20,
+            ..RunFilter::default()
+        })
+        .await?;
+    for run in parked {
+        if let Some(error) = run.last_error {
+            println!(
+                "  parked {}: {} at {}: {}",
+                run.id,
+                error.class,
+                error.step.unwrap_or_default(),
+                error.message
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `[connections]` (the accounts flows talk to) and `[flows]` (the
+//! pre-built flows' settings), and building the flow registry from them.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use ledgerbridge_connectors::kashflow::{KashFlowClient, KashFlowConfig};
+use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
+use ledgerbridge_connectors::xconnect::XConnectConfig;
+use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
+use ledgerbridge_engine::FlowRegistry;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// `[connections.*]`. Secrets may come from `…_FILE` variables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// `[connections.kashflow]`
+    pub kashflow: Option<KashFlowConfig>,
+    /// `[connections.ordercloud]`
+    pub ordercloud: Option<OrderCloudConfig>,
+    /// `[connections.xconnect]`
+    pub xconnect: Option<XConnectConfig>,
+}
+
+/// `[flows.*]`: which pre-built flows run, and their settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// `[flows.order-to-invoice]`
+    #[serde(rename = "order-to-invoice")]
+    pub order_to_invoice: OrderToInvoiceSettings,
+}
+
+/// The business-key namespace of the KashFlow connection.
+pub const KASHFLOW_CONNECTION: &str = "kashflow";
+/// The name of the OrderCloud connection.
+pub const ORDERCLOUD_CONNECTION: &str = "ordercloud";
+
+/// Builds every flow whose connections are configured.
+pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
+    let mut flows = FlowRegistry::new();
+    let connections = &config.connections;
+    if let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) {
+        let settings = &config.flows.order_to_invoice;
+        if settings.enabled {
+            let kashflow = KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone())
+                .context("[connections.kashflow]")?;
+            let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
+                .context("[connections.ordercloud]")?;
+            flows.register(Arc::new(OrderToInvoice::new(
+                settings.clone(),
+                kashflow,
+                KASHFLOW_CONNECTION,
+                &kf.base_url,
+                ordercloud,
+                &oc.base_url,
+            )));
+        }
+    }
+    Ok(flows)
+}
