@@ -201,27 +201,36 @@ impl<'a> StepCtx<'a> {
             self.planned.push(planned);
             return Ok(format!("(dry-run: {key})"));
         }
-        match earlier {
-            Some(intent) => {
-                if intent.run_id != self.run.id {
-                    let other = self.store.run(intent.run_id).await.map_err(store_failure)?;
-                    if other.is_some_and(|o| o.run.state == RunState::Running) {
-                        return Err(Failure::transient(format!(
-                            "{key} is being written by run {} right now",
-                            intent.run_id
-                        )));
-                    }
-                }
-                if let Some(found) = exists().await? {
-                    self.link(&key, &found, "linked_existing", &planned).await?;
-                    return Ok(found);
-                }
+        // Claim the key. Two runs about the same object (two events for one
+        // order) may race here: only one insert wins, and the loser sees the
+        // winner's intent.
+        let uncertain = earlier.is_some();
+        let intent = match earlier {
+            Some(intent) => intent,
+            None => self
+                .store
+                .begin_intent(&key, self.run.id)
+                .await
+                .map_err(store_failure)?,
+        };
+        if let IntentState::Linked { external_id } = &intent.state {
+            return Ok(external_id.clone());
+        }
+        let ours = intent.run_id == self.run.id;
+        if !ours {
+            let other = self.store.run(intent.run_id).await.map_err(store_failure)?;
+            if other.is_some_and(|o| o.run.state == RunState::Running) {
+                return Err(Failure::transient(format!(
+                    "{key} is being written by run {} right now",
+                    intent.run_id
+                )));
             }
-            None => {
-                self.store
-                    .begin_intent(&key, self.run.id)
-                    .await
-                    .map_err(store_failure)?;
+        }
+        if uncertain || !ours {
+            // An earlier attempt may have reached the target: ask first.
+            if let Some(found) = exists().await? {
+                self.link(&key, &found, "linked_existing", &planned).await?;
+                return Ok(found);
             }
         }
         let created = create().await?;

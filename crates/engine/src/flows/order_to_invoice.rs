@@ -696,6 +696,11 @@ impl Flow for OrderToInvoice {
                     .get("number")
                     .cloned()
                     .unwrap_or(Value::Null);
+                // KashFlow invoice numbers are integers: keep them so in xp.
+                let number = match number.as_str().map(str::parse::<i64>) {
+                    Some(Ok(n)) => Value::from(n),
+                    _ => number,
+                };
                 let patch = json!({"xp": {
                     "KashFlowInvoiceNumber": number,
                     "InvoiceStatus": "Invoiced",

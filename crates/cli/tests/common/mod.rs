@@ -1,0 +1,506 @@
+//! Test harness: the sandbox simulators served in the test process (with a
+//! request counter in front), the real `ledgerbridge` binary started,
+//! SIGKILLed and restarted as a child process, fresh SQLite files and fresh
+//! PostgreSQL databases, and a webhook sender that signs OrderCloud
+//! envelopes and retries each one until the engine answers 2xx.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use ledgerbridge_sandbox::driver::{self, DriverConfig, DriverCredentials};
+use ledgerbridge_sandbox::faults::parse_fault_spec;
+use ledgerbridge_sandbox::Sandbox;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The HashKey of the test webhook source `shop`.
+pub const HASH_KEY: &str = "test-hash-key-0123456789";
+
+/// Requests the simulators received, by `METHOD /path-without-ids`.
+pub type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// The simulators, served on a free loopback port.
+pub struct Target {
+    pub sandbox: Sandbox,
+    pub addr: SocketAddr,
+    pub counts: Counts,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn route_key(method: &str, path: &str) -> String {
+    // Collapse ids so that `POST /kashflow/v2/invoices` and
+    // `PATCH /ordercloud/v1/orders/Incoming/SO-1` count per route.
+    let parts: Vec<&str> = path
+        .split('/')
+        .map(|p| {
+            let version = p.starts_with('v') && p[1..].chars().all(|c| c.is_ascii_digit());
+            if !version && p.chars().any(|c| c.is_ascii_digit()) {
+                "{id}"
+            } else {
+                p
+            }
+        })
+        .collect();
+    format!("{method} {}", parts.join("/"))
+}
+
+impl Target {
+    pub async fn start() -> Target {
+        let sandbox = Sandbox::new(Default::default());
+        let counts: Counts = Arc::default();
+        let counter = counts.clone();
+        let router = sandbox.router().layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let counter = counter.clone();
+                async move {
+                    let key = route_key(req.method().as_str(), req.uri().path());
+                    *counter.lock().unwrap().entry(key).or_default() += 1;
+                    let response: Response = next.run(req).await;
+                    response
+                }
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Target {
+            sandbox,
+            addr,
+            counts,
+            _task: task,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn fault(&self, spec: &str) {
+        let rule = parse_fault_spec(spec).expect("valid fault spec");
+        self.sandbox.faults.add(rule).expect("fault accepted");
+    }
+
+    pub fn clear_faults(&self) {
+        self.sandbox.faults.reset();
+    }
+
+    pub fn count(&self, key: &str) -> u64 {
+        self.counts.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    /// Places and submits `n` orders in the OrderCloud simulator (no webhook
+    /// is registered, so nothing is delivered); returns their ids.
+    pub async fn place_orders(&self, n: usize, prefix: &str) -> Vec<String> {
+        let config = DriverConfig {
+            orders: n,
+            rate_per_sec: 10_000.0,
+            order_prefix: prefix.to_owned(),
+            ..DriverConfig::default()
+        };
+        let report = driver::run(
+            &format!("{}/ordercloud", self.base()),
+            None,
+            &DriverCredentials::default(),
+            &config,
+        )
+        .await
+        .expect("driver places orders");
+        assert_eq!(report.orders_submitted, n, "{report:?}");
+        report.order_ids
+    }
+
+    /// KashFlow invoices by CustomerReference (the order id).
+    pub fn invoices_by_reference(&self) -> BTreeMap<String, Vec<i64>> {
+        let snapshot = self.sandbox.kashflow.snapshot();
+        let mut map: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for invoice in snapshot["Invoices"].as_array().unwrap() {
+            let reference = invoice["CustomerReference"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let number = invoice["Number"].as_i64().unwrap();
+            map.entry(reference).or_default().push(number);
+        }
+        map
+    }
+
+    /// OrderCloud orders by id, as the simulator holds them.
+    pub fn orders(&self) -> BTreeMap<String, Value> {
+        let snapshot = self.sandbox.ordercloud.snapshot();
+        let mut map = BTreeMap::new();
+        for entry in snapshot["Orders"].as_array().expect("Orders in snapshot") {
+            let order = &entry["Order"];
+            map.insert(order["ID"].as_str().unwrap().to_owned(), order.clone());
+        }
+        map
+    }
+
+    /// Asserts the finance team's invariant for `orders`: each has exactly
+    /// one KashFlow invoice, and the order carries that invoice's number.
+    pub fn assert_exactly_one_invoice_each(&self, orders: &[String]) {
+        let invoices = self.invoices_by_reference();
+        let oc = self.orders();
+        let mut problems = Vec::new();
+        for id in orders {
+            match invoices.get(id).map(Vec::as_slice) {
+                Some([number]) => {
+                    let marked = oc
+                        .get(id)
+                        .and_then(|o| o["xp"]["KashFlowInvoiceNumber"].as_i64());
+                    if marked != Some(*number) {
+                        problems.push(format!(
+                            "{id}: invoice {number} but order marked {marked:?}: {}",
+                            oc.get(id).map(|o| o["xp"].to_string()).unwrap_or_default()
+                        ));
+                    }
+                }
+                Some(many) => problems.push(format!("{id}: {} invoices {many:?}", many.len())),
+                None => problems.push(format!("{id}: no invoice")),
+            }
+        }
+        let extra: Vec<&String> = invoices.keys().filter(|r| !orders.contains(r)).collect();
+        assert!(
+            problems.is_empty() && extra.is_empty(),
+            "{} problems: {problems:#?}\ninvoices for unknown references: {extra:?}",
+            problems.len()
+        );
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh PostgreSQL database; dropped when the value is.
+pub struct PgDb {
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+pub fn pg_server() -> String {
+    std::env::var("LEDGERBRIDGE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        let server = pg_server();
+        let name = format!("lb_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("these tests need PostgreSQL at {server} (LEDGERBRIDGE_TEST_PG): {e}")
+            });
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create database");
+        let _ = admin.close().await;
+        PgDb {
+            url: format!("{server}/{name}"),
+            server,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a thread of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
+                    let _ = admin
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Settings of one engine process.
+pub struct EngineSpec {
+    pub database: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    /// Extra TOML appended to the generated config.
+    pub extra: String,
+}
+
+impl EngineSpec {
+    pub fn new(database: &str, dir: &Path) -> EngineSpec {
+        EngineSpec {
+            database: database.to_owned(),
+            port: free_port(),
+            dir: dir.to_owned(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(format!("engine-{}.toml", self.port))
+    }
+
+    /// Writes the config file for this engine against `target`.
+    pub fn write_config(&self, target: &Target) -> PathBuf {
+        let path = self.config_path();
+        let text = format!(
+            r#"
+[database]
+url = "{database}"
+
+[server]
+listen = "127.0.0.1:{port}"
+
+[engine]
+lease_secs = 2
+reap_every_secs = 1
+idle_poll_ms = 100
+shutdown_grace_secs = 10
+
+[engine.retry]
+base_ms = 50
+cap_secs = 1
+
+[sources.ordercloud.shop]
+hash_key = "{HASH_KEY}"
+
+[connections.kashflow]
+base_url = "{base}/kashflow/v2"
+username = "sim"
+password = "sim-password"
+memorable_word = "pineapple"
+
+[connections.ordercloud]
+base_url = "{base}/ordercloud"
+client_id = "ledgerbridge-sim-client"
+client_secret = "sim-secret"
+
+{extra}
+"#,
+            database = self.database,
+            port = self.port,
+            base = target.base(),
+            extra = self.extra,
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// The `ledgerbridge` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ledgerbridge")
+}
+
+/// Runs `ledgerbridge ARGS` to completion; returns (status, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ledgerbridge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One `ledgerbridge run` child process.
+pub struct Engine {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Engine {
+    /// Starts `ledgerbridge run` with `spec`'s config; logs go to a file in
+    /// the spec's directory (appended across restarts).
+    pub fn spawn(spec: &EngineSpec, target: &Target) -> Engine {
+        let config = spec.write_config(target);
+        let log = spec.dir.join(format!("engine-{}.log", spec.port));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn ledgerbridge run");
+        Engine {
+            child,
+            base: spec.base(),
+            log,
+        }
+    }
+
+    /// Waits until `/healthz` answers (or panics with the log).
+    pub async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("engine exited early with {status}:\n{}", self.log_text());
+            }
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("engine not healthy after 30 s:\n{}", self.log_text());
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL on unix
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill(1)");
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.child.wait().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A signed OrderCloud "order submitted" webhook body for `order`.
+pub fn submit_envelope(order: &str, log_id: &str) -> String {
+    json!({
+        "Route": "v1/orders/{direction}/{orderID}/submit",
+        "RouteParams": {"direction": "Outgoing", "orderID": order},
+        "Verb": "POST",
+        "Date": "2026-11-28T10:00:00.0000000+00:00",
+        "LogID": log_id,
+        "UserToken": "buyer-token",
+        "Request": {"Body": null, "Headers": null},
+        "Response": {"Body": {"ID": order, "Status": "Open"}, "Headers": null},
+        "ConfigData": {}
+    })
+    .to_string()
+}
+
+pub fn oc_hash(body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(HASH_KEY.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Delivers `body` to `base`'s `shop` source, retrying (connection refused
+/// while an engine restarts, 5xx) until a 2xx: what OrderCloud does.
+/// Returns the number of attempts.
+pub async fn deliver(client: &reqwest::Client, base: &str, body: &str) -> u32 {
+    let hash = oc_hash(body);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = client
+            .post(format!("{base}/webhooks/ordercloud/shop"))
+            .header("content-type", "application/json")
+            .header("X-oc-hash", &hash)
+            .body(body.to_owned())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match result {
+            Ok(r) if r.status().is_success() => return attempts,
+            Ok(r) if r.status().is_client_error() => {
+                panic!("webhook refused with {}: {:?}", r.status(), r.text().await)
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhook not accepted within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Run counts by state, read straight from the store.
+pub async fn run_counts(database: &str) -> BTreeMap<String, u64> {
+    let store = ledgerbridge_store::open(database)
+        .await
+        .expect("open store");
+    let counts = store.count_by_state().await.expect("counts");
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| (s.as_str().to_owned(), n as u64))
+        .collect()
+}
+
+/// Polls until `done()` or panics after `secs` with `context()`.
+pub async fn wait_until<F, C>(secs: u64, mut done: F, context: C)
+where
+    F: FnMut() -> bool,
+    C: Fn() -> String,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

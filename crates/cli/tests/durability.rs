@@ -1,0 +1,233 @@
+//! "Did every order become exactly one invoice?" — answered with real
+//! processes: the `ledgerbridge run` binary is SIGKILLed again and again
+//! while signed webhooks stream in, and restarted each time; three engines
+//! share one PostgreSQL; SIGTERM drains. The target is the KashFlow and
+//! OrderCloud simulators over real HTTP.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rand::Rng;
+
+/// Streams one submit webhook per order at `base` (plus a repeat delivery
+/// of every 7th with the same LogID, and a second event with a new LogID
+/// for every 11th), retrying each until accepted.
+fn stream_webhooks(
+    bases: Vec<String>,
+    orders: Vec<String>,
+    accepted: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        for (i, order) in orders.iter().enumerate() {
+            let base = &bases[i % bases.len()];
+            let log_id = uuid::Uuid::new_v4().to_string();
+            let body = submit_envelope(order, &log_id);
+            deliver(&client, base, &body).await;
+            if i % 7 == 3 {
+                // OrderCloud retries a delivery it did not see answered.
+                deliver(&client, base, &body).await;
+            }
+            if i % 11 == 5 {
+                // A second, distinct event about the same order.
+                let again = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
+                deliver(&client, &bases[(i + 1) % bases.len()], &again).await;
+            }
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    })
+}
+
+async fn kill_loop(database: &str, dir: &std::path::Path, orders_n: usize, kills: usize) {
+    let target = Target::start().await;
+    // Some invoice POSTs commit in KashFlow but their answer is lost: the
+    // engine must find the invoice rather than create a second one.
+    target.fault("kashflow/invoices:commit_then_drop=0.1,method=POST");
+    target.fault("kashflow:latency=1..15ms");
+    let orders = target.place_orders(orders_n, "SO-K").await;
+
+    let spec = EngineSpec::new(database, dir);
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let sender = stream_webhooks(vec![spec.base()], orders.clone(), accepted.clone());
+
+    let mut rng = rand::thread_rng();
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..700))).await;
+        engine.sigkill();
+        let invoiced = target.invoices_by_reference().len();
+        eprintln!(
+            "kill {k}: {} webhooks accepted, {invoiced} orders invoiced",
+            accepted.load(Ordering::SeqCst)
+        );
+        // Sometimes come back at once, sometimes after the lease expired.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..2500))).await;
+        engine = Engine::spawn(&spec, &target);
+        engine.wait_healthy().await;
+    }
+    sender.await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), orders_n);
+
+    let db = database.to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts = run_counts(&db).await;
+        let pending: u64 = ["queued", "running", "retrying"]
+            .iter()
+            .map(|s| counts.get(*s).copied().unwrap_or(0))
+            .sum();
+        if pending == 0 {
+            assert_eq!(counts.get("parked"), None, "parked runs: {counts:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs still pending after 120 s: {counts:?}\n{}",
+            engine.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    target.assert_exactly_one_invoice_each(&orders);
+    // The lost answers were recovered by asking KashFlow, not by creating.
+    let store = ledgerbridge_store::open(&db).await.unwrap();
+    let audit = store.audit_since(0, 100_000).await.unwrap();
+    let linked = audit
+        .iter()
+        .filter(|a| a.entry.action == "invoice.linked_existing")
+        .count();
+    assert!(linked > 0, "commit-then-drop never exercised the link path");
+    let created = target.count("POST /kashflow/v2/invoices");
+    eprintln!(
+        "{orders_n} orders, {kills} SIGKILLs: {} invoices, {created} invoice POSTs, {linked} found after a lost answer",
+        target.invoices_by_reference().len()
+    );
+    engine.sigterm();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loop_on_sqlite_leaves_exactly_one_invoice_per_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/engine.db", dir.path().display());
+    kill_loop(&database, dir.path(), 150, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loop_on_postgres_leaves_exactly_one_invoice_per_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgDb::create().await;
+    kill_loop(&pg.url, dir.path(), 150, 6).await;
+}
+
+/// Three engines share one PostgreSQL and each receives a third of the
+/// webhooks: every order is invoiced once, and no step ran twice — the
+/// target saw exactly one invoice POST and one order PATCH per order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_engines_on_one_postgres_never_run_a_step_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgDb::create().await;
+    let target = Target::start().await;
+    target.fault("kashflow:latency=1..10ms");
+    let n = 150;
+    let orders = target.place_orders(n, "SO-3E").await;
+    let specs: Vec<EngineSpec> = (0..3)
+        .map(|_| EngineSpec::new(&pg.url, dir.path()))
+        .collect();
+    let mut engines = Vec::new();
+    for spec in &specs {
+        let mut e = Engine::spawn(spec, &target);
+        e.wait_healthy().await;
+        engines.push(e);
+    }
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let bases = specs.iter().map(EngineSpec::base).collect();
+    stream_webhooks(bases, orders.clone(), accepted.clone())
+        .await
+        .unwrap();
+
+    let url = pg.url.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts = run_counts(&url).await;
+        let succeeded = counts.get("succeeded").copied().unwrap_or(0);
+        let total: u64 = counts.values().sum();
+        if succeeded == total && total > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not done: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    target.assert_exactly_one_invoice_each(&orders);
+    assert_eq!(target.count("POST /kashflow/v2/invoices"), n as u64);
+    // Each run marks its order once (a second event about an order is a
+    // second run, which links the existing invoice and marks again).
+    let runs: u64 = run_counts(&url).await.values().sum();
+    let extra_events = (0..n).filter(|i| i % 11 == 5).count() as u64;
+    assert_eq!(runs, n as u64 + extra_events);
+    let patches = target.count("PATCH /ordercloud/v1/orders/Incoming/{id}");
+    assert_eq!(patches, runs, "{:?}", target.counts.lock().unwrap());
+    let store = ledgerbridge_store::open(&url).await.unwrap();
+    let audit = store.audit_since(0, 100_000).await.unwrap();
+    let created = audit
+        .iter()
+        .filter(|a| a.entry.action == "invoice.created")
+        .count();
+    assert_eq!(created, n, "one invoice.created audit entry per order");
+    for e in &mut engines {
+        assert!(e.sigterm().success());
+    }
+}
+
+/// SIGTERM while runs are in flight: the engine stops claiming, finishes or
+/// releases what it holds, and exits 0; a new engine finishes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_restart_finishes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/engine.db", dir.path().display());
+    let target = Target::start().await;
+    target.fault("kashflow:latency=50..150ms");
+    let n = 60;
+    let orders = target.place_orders(n, "SO-T").await;
+    let spec = EngineSpec::new(&database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    stream_webhooks(vec![spec.base()], orders.clone(), accepted)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = engine.sigterm();
+    assert!(status.success(), "exit {status}\n{}", engine.log_text());
+    let log = engine.log_text();
+    assert!(log.contains("engine stopped"), "{log}");
+    let counts = run_counts(&database).await;
+    assert_eq!(
+        counts.get("running"),
+        None,
+        "nothing left leased: {counts:?}"
+    );
+
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    let db = database.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = run_counts(&db).await;
+        if counts.get("succeeded").copied().unwrap_or(0) == counts.values().sum::<u64>() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    target.assert_exactly_one_invoice_each(&orders);
+    assert!(engine.sigterm().success());
+}
