@@ -165,7 +165,7 @@ async fn json_logs_without_secrets() {
     let pg = common::PgDb::create().await;
     let url = pg.url.replace("postgres@", "postgres:hunter2-secret@");
     let port = common::free_port();
-    let mut child = Command::new(binary())
+    let child = Command::new(binary())
         .current_dir(dir.path())
         .args(["--log-format", "json", "--database", &url, "run"])
         .env("LEDGERBRIDGE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
