@@ -29,6 +29,9 @@ pub enum BenchCommand {
     Engine(EngineArgs),
     /// Resident memory idle and with a large backlog queued.
     Memory(MemoryArgs),
+    /// The order→invoice workload end to end against the sandbox: orders/s,
+    /// latency from webhook to order patch, CPU per order, peak RSS.
+    Orders(crate::commands::bench_orders::OrdersArgs),
 }
 
 /// Flags of `bench ingest`.
@@ -68,6 +71,10 @@ const HASH_KEY: &str = "bench-hash-key";
 const SUBMIT_ROUTE: &str = "v1/orders/{direction}/{orderID}/submit";
 
 pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
+    let cmd = match cmd {
+        BenchCommand::Orders(args) => return crate::commands::bench_orders::run(config, args).await,
+        other => other,
+    };
     let scratch = tempfile::tempdir()?;
     let url = if config.database.url == crate::config::DatabaseConfig::default().url {
         format!("sqlite://{}/bench.db", scratch.path().display())
@@ -84,6 +91,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(store, args).await,
         BenchCommand::Engine(args) => engine(store, args).await,
         BenchCommand::Memory(args) => memory(store, args).await,
+        BenchCommand::Orders(_) => unreachable!("handled above"),
     }
 }
 
