@@ -72,7 +72,9 @@ const SUBMIT_ROUTE: &str = "v1/orders/{direction}/{orderID}/submit";
 
 pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
     let cmd = match cmd {
-        BenchCommand::Orders(args) => return crate::commands::bench_orders::run(config, args).await,
+        BenchCommand::Orders(args) => {
+            return crate::commands::bench_orders::run(config, args).await
+        }
         other => other,
     };
     let scratch = tempfile::tempdir()?;

@@ -228,7 +228,12 @@ async fn run_latencies(
                 older = true;
                 continue;
             }
-            out.push((run.updated_at - run.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            out.push(
+                (run.updated_at - run.created_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1000.0,
+            );
         }
         if older || page.len() < 1000 {
             break;
@@ -238,7 +243,9 @@ async fn run_latencies(
     Ok(out)
 }
 
-fn kashflow_requests(metrics: &Option<metrics_exporter_prometheus::PrometheusHandle>) -> (f64, f64) {
+fn kashflow_requests(
+    metrics: &Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> (f64, f64) {
     let Some(handle) = metrics else {
         return (f64::NAN, f64::NAN);
     };
@@ -246,8 +253,7 @@ fn kashflow_requests(metrics: &Option<metrics_exporter_prometheus::PrometheusHan
     let mut ok = 0.0;
     let mut limited = 0.0;
     for line in text.lines() {
-        if !line.starts_with("lb_target_requests_total") || !line.contains("target=\"kashflow\"")
-        {
+        if !line.starts_with("lb_target_requests_total") || !line.contains("target=\"kashflow\"") {
             continue;
         }
         let value: f64 = line
@@ -301,7 +307,10 @@ pub async fn run(mut config: Config, args: OrdersArgs) -> anyhow::Result<()> {
     .await
     .context("placing orders")?;
     if report.order_ids.len() != total {
-        bail!("the driver placed {} of {total} orders", report.order_ids.len());
+        bail!(
+            "the driver placed {} of {total} orders",
+            report.order_ids.len()
+        );
     }
     println!(
         "  {} orders, {} lines, {} new customers, in {:.1} s",
@@ -404,7 +413,12 @@ pub async fn run(mut config: Config, args: OrdersArgs) -> anyhow::Result<()> {
         result??;
     }
     let accepted = started.elapsed().as_secs_f64();
-    wait_succeeded(store.as_ref(), phase_orders as i64, Duration::from_secs(600)).await?;
+    wait_succeeded(
+        store.as_ref(),
+        phase_orders as i64,
+        Duration::from_secs(600),
+    )
+    .await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(&me) - cpu0;
     let sandbox_cpu = cpu_seconds(&sandbox_pid) - sandbox_cpu0;
