@@ -1,5 +1,12 @@
-//! One target's shared limiter: token bucket, adaptive concurrency (AIMD)
-//! and a global pause after a 429.
+//! One target's shared limiter: token bucket, adaptive concurrency (AIMD),
+//! a global pause after a 429, and a learned request rate.
+//!
+//! The learned rate is what keeps a rate-limited target from a 429 storm:
+//! a 429 with `Retry-After: r` says "about one request per r", so from then
+//! on requests are paced at `1/r` per second with no burst, and the rate
+//! creeps up by [`LEARNED_RATE_GROWTH`] per success until the next 429
+//! pulls it back. Against a token bucket of N per minute this settles just
+//! under N per minute with a 429 only every few dozen requests.
 //!
 //! A [`Target`] is created once per connection and cloned into every worker
 //! of the process, so all callers of one target share its budget. Nothing
@@ -22,6 +29,13 @@ pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 /// Longest pause one `Retry-After` can impose; longer requests are capped
 /// (the engine's own backoff takes over from there).
 pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(300);
+
+/// Growth of the learned rate per successful request (0.5 %).
+pub const LEARNED_RATE_GROWTH: f64 = 1.005;
+
+/// A learned rate above this (requests/s) is forgotten: the target has
+/// stopped limiting us.
+const LEARNED_RATE_CEILING: f64 = 10_000.0;
 
 /// How a request that held a [`Permit`] ended, for the limiter and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +104,8 @@ struct State {
     tokens: f64,
     refilled_at: Instant,
     paused_until: Option<Instant>,
+    /// Requests/s learned from 429s, if the target has limited us.
+    learned_rate: Option<f64>,
 }
 
 enum Step {
@@ -124,8 +140,17 @@ impl Inner {
         if state.in_flight >= state.limit {
             return Step::WaitSlot;
         }
-        if let Some(rate) = self.limits.rate_per_sec {
-            let burst = f64::from(self.limits.burst);
+        let rate = match (self.limits.rate_per_sec, state.learned_rate) {
+            (Some(configured), Some(learned)) => Some(configured.min(learned)),
+            (configured, learned) => configured.or(learned),
+        };
+        if let Some(rate) = rate {
+            // Once a target has limited us, no bursts: pace evenly.
+            let burst = if state.learned_rate.is_some() {
+                1.0
+            } else {
+                f64::from(self.limits.burst)
+            };
             let elapsed = now
                 .saturating_duration_since(state.refilled_at)
                 .as_secs_f64();
@@ -151,6 +176,10 @@ impl Inner {
             let before = state.limit;
             match outcome {
                 Some(Outcome::Success | Outcome::Rejected) if epoch == state.epoch => {
+                    if let Some(rate) = state.learned_rate {
+                        let grown = rate * LEARNED_RATE_GROWTH;
+                        state.learned_rate = (grown < LEARNED_RATE_CEILING).then_some(grown);
+                    }
                     state.successes += 1;
                     if state.successes >= state.limit {
                         state.successes = 0;
@@ -200,6 +229,7 @@ impl Target {
                 tokens: f64::from(limits.burst),
                 refilled_at: Instant::now(),
                 paused_until: None,
+                learned_rate: None,
             }),
             limits,
             changed: Notify::new(),
@@ -228,6 +258,11 @@ impl Target {
     /// How many permits are held right now.
     pub fn in_flight(&self) -> usize {
         self.inner.lock().in_flight
+    }
+
+    /// The request rate (per second) learned from the target's 429s, if any.
+    pub fn learned_rate(&self) -> Option<f64> {
+        self.inner.lock().learned_rate
     }
 
     /// How long the global pause still lasts, if one is active.
@@ -313,16 +348,25 @@ impl Target {
             .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
             .min(MAX_RATE_LIMIT_PAUSE);
         let until = Instant::now() + pause;
-        {
+        let learned = {
             let mut state = self.inner.lock();
             if state.paused_until.is_none_or(|current| current < until) {
                 state.paused_until = Some(until);
             }
-        }
+            // "One request per `pause`" — never faster than already learned.
+            let hinted = 1.0 / pause.as_secs_f64().max(0.001);
+            let learned = state.learned_rate.map_or(hinted, |r| r.min(hinted));
+            state.learned_rate = Some(learned);
+            // The bucket restarts empty at the end of the pause.
+            state.tokens = 0.0;
+            state.refilled_at = state.paused_until.unwrap_or(until);
+            learned
+        };
         tracing::info!(
             target_name = %self.inner.name,
             pause_ms = pause.as_millis() as u64,
-            "target rate limited us; pausing"
+            learned_rate_per_min = learned * 60.0,
+            "target rate limited us; pausing, then pacing"
         );
         self.inner.changed.notify_waiters();
     }

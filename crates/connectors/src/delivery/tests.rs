@@ -355,6 +355,39 @@ async fn rate_limit_pauses_every_caller() {
     assert!(target.paused_for().is_none());
 }
 
+/// After a 429 with `Retry-After: 2`, callers are paced at one request per
+/// two seconds (no burst), and the rate creeps back up with successes.
+#[tokio::test(start_paused = true)]
+async fn a_429_teaches_the_target_its_rate() {
+    let target = Target::new("t", limits(8, 1));
+    assert_eq!(target.learned_rate(), None);
+    target.on_rate_limited(Some(Duration::from_secs(2)));
+    assert_eq!(target.learned_rate(), Some(0.5));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            target.acquire().await.success();
+            tokio::time::Instant::now()
+        }));
+    }
+    let mut times: Vec<Duration> = Vec::new();
+    for task in tasks {
+        times.push(task.await.unwrap().duration_since(start));
+    }
+    times.sort();
+    // The pause (2 s), then one token every ~2 s: the fifth starts ≥ 9.9 s
+    // in on the virtual clock, not all five at 2 s.
+    assert!(times[0] >= Duration::from_secs(2), "{times:?}");
+    assert!(times[4] >= Duration::from_millis(9_900), "{times:?}");
+    let learned = target.learned_rate().unwrap();
+    assert!(learned > 0.5 && learned < 0.6, "{learned}");
+    // A second 429 never raises the learned rate.
+    target.on_rate_limited(Some(Duration::from_millis(100)));
+    assert!(target.learned_rate().unwrap() <= learned);
+}
+
 #[tokio::test(start_paused = true)]
 async fn shorter_pause_does_not_cut_a_longer_one_and_pauses_are_capped() {
     let target = Target::new("t", limits(8, 1));
