@@ -7,7 +7,12 @@
 //!
 //! [faults]
 //! seed = 42
-//! specs = ["kashflow:error_rate=0.1", "*:latency=5..20ms"]
+//! specs = ["kashflow:error_rate=0.1", "*:latency=5..20ms",
+//!          "ordercloud/webhooks:fail_rate=0.2,duplicate_rate=0.1"]
+//!
+//! [gateway.webhook_faults]   # the same, as a table
+//! delay_rate = 0.5
+//! max_delay_ms = 2000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -61,6 +66,9 @@ pub enum ConfigError {
     /// A fault spec string in `[faults] specs` is invalid.
     #[error("invalid fault spec in sandbox config: {0}")]
     FaultSpec(String),
+    /// A value is out of range (e.g. a webhook fault rate above 1).
+    #[error("invalid sandbox config: {0}")]
+    Invalid(String),
 }
 
 impl SandboxConfig {
@@ -85,6 +93,39 @@ impl SandboxConfig {
             message: err.to_string(),
         })?;
         config.faults.all_rules().map_err(ConfigError::FaultSpec)?;
+        config
+            .faults
+            .webhook_specs()
+            .map_err(ConfigError::FaultSpec)?;
+        for (section, faults) in [
+            ("ordercloud", &config.ordercloud.webhook_faults),
+            ("gateway", &config.gateway.webhook_faults),
+        ] {
+            faults
+                .validate()
+                .map_err(|why| ConfigError::Invalid(format!("[{section}.webhook_faults] {why}")))?;
+        }
         Ok(config)
+    }
+
+    /// Applies the webhook delivery specs of `[faults] specs`
+    /// (`ordercloud/webhooks:...`, `gateway/webhooks:...`) onto the
+    /// `webhook_faults` of their service, in order. Invalid specs are skipped
+    /// with a warning (loading rejects them earlier).
+    pub fn apply_webhook_fault_specs(&mut self) {
+        let specs = match self.faults.webhook_specs() {
+            Ok(specs) => specs,
+            Err(why) => {
+                tracing::warn!(%why, "ignoring invalid webhook fault specs");
+                return;
+            }
+        };
+        for spec in specs {
+            match spec.service.as_str() {
+                "ordercloud" => spec.apply_to(&mut self.ordercloud.webhook_faults),
+                "gateway" => spec.apply_to(&mut self.gateway.webhook_faults),
+                _ => {}
+            }
+        }
     }
 }

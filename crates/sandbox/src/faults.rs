@@ -24,6 +24,16 @@
 //! kashflow:validation_400=0.1
 //! kashflow:expire_sessions=0.05
 //! ```
+//!
+//! Outbound webhook deliveries (OrderCloud and the gateway) have their own
+//! fault modes ([`WebhookFaults`]), written with the target
+//! `SERVICE/webhooks` (see [`parse_spec`]):
+//!
+//! ```text
+//! ordercloud/webhooks:fail_rate=0.2,duplicate_rate=0.1
+//! gateway/webhooks:delay_rate=50%,max_delay=2s,seed=7
+//! ordercloud/webhooks:wrong_hash_rate=0.05
+//! ```
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -40,6 +50,8 @@ use axum::response::{IntoResponse, Response};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+use crate::ordercloud::WebhookFaults;
 
 /// When `burst` is not given for a rate limit, the bucket holds this many
 /// seconds' worth of requests (at least one).
@@ -226,6 +238,15 @@ pub fn rule_from_json(value: serde_json::Value) -> Result<FaultRule, String> {
     Ok(rule)
 }
 
+/// Reads one spec from JSON: a spec string (request rule or webhook
+/// delivery spec, see [`parse_spec`]) or a request rule object; validated.
+pub fn spec_from_json(value: serde_json::Value) -> Result<FaultSpec, String> {
+    match value {
+        serde_json::Value::String(spec) => parse_spec(&spec),
+        other => rule_from_json(other).map(FaultSpec::Rule),
+    }
+}
+
 /// The `[faults]` configuration section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -240,7 +261,9 @@ pub struct FaultsConfig {
 }
 
 impl FaultsConfig {
-    /// Every configured rule, specs parsed, all validated.
+    /// Every configured request rule, specs parsed, all validated. Webhook
+    /// delivery specs (`ordercloud/webhooks:...`) are checked but not
+    /// returned; see [`FaultsConfig::webhook_specs`].
     pub fn all_rules(&self) -> Result<Vec<FaultRule>, String> {
         let mut rules = Vec::with_capacity(self.rules.len() + self.specs.len());
         for rule in &self.rules {
@@ -248,11 +271,171 @@ impl FaultsConfig {
             rules.push(rule.clone());
         }
         for spec in &self.specs {
-            let rule = parse_fault_spec(spec)?;
-            rule.validate()?;
-            rules.push(rule);
+            if let FaultSpec::Rule(rule) = parse_spec(spec)? {
+                rules.push(rule);
+            }
         }
         Ok(rules)
+    }
+
+    /// The webhook delivery specs among `specs`, in order, all validated.
+    pub fn webhook_specs(&self) -> Result<Vec<WebhookFaultsSpec>, String> {
+        let mut found = Vec::new();
+        for spec in &self.specs {
+            if let FaultSpec::Webhooks(webhooks) = parse_spec(spec)? {
+                found.push(webhooks);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The services that send webhooks, whose deliveries take [`WebhookFaults`].
+pub const WEBHOOK_SERVICES: [&str; 2] = ["ordercloud", "gateway"];
+
+/// What a compact spec describes: a request fault rule, or fault modes for
+/// one service's outbound webhook deliveries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultSpec {
+    /// `SERVICE[/ROUTE_PREFIX]:KIND=VALUE...`, applied to incoming requests.
+    Rule(FaultRule),
+    /// `SERVICE/webhooks:fail_rate=...`, applied to outgoing deliveries.
+    Webhooks(WebhookFaultsSpec),
+}
+
+/// Webhook delivery fault modes named by a spec such as
+/// `ordercloud/webhooks:fail_rate=0.2,duplicate_rate=0.1`. Modes the spec
+/// does not name keep their current value when it is applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookFaultsSpec {
+    /// `ordercloud` or `gateway`.
+    pub service: String,
+    /// [`WebhookFaults::fail_rate`].
+    pub fail_rate: Option<f64>,
+    /// [`WebhookFaults::duplicate_rate`].
+    pub duplicate_rate: Option<f64>,
+    /// [`WebhookFaults::delay_rate`].
+    pub delay_rate: Option<f64>,
+    /// [`WebhookFaults::max_delay_ms`].
+    pub max_delay_ms: Option<u64>,
+    /// [`WebhookFaults::wrong_hash_rate`].
+    pub wrong_hash_rate: Option<f64>,
+    /// [`WebhookFaults::seed`].
+    pub seed: Option<u64>,
+}
+
+impl WebhookFaultsSpec {
+    /// Sets the modes this spec names on `faults`.
+    pub fn apply_to(&self, faults: &mut WebhookFaults) {
+        if let Some(rate) = self.fail_rate {
+            faults.fail_rate = rate;
+        }
+        if let Some(rate) = self.duplicate_rate {
+            faults.duplicate_rate = rate;
+        }
+        if let Some(rate) = self.delay_rate {
+            faults.delay_rate = rate;
+        }
+        if let Some(ms) = self.max_delay_ms {
+            faults.max_delay_ms = ms;
+        }
+        if let Some(rate) = self.wrong_hash_rate {
+            faults.wrong_hash_rate = rate;
+        }
+        if let Some(seed) = self.seed {
+            faults.seed = Some(seed);
+        }
+    }
+}
+
+/// The keys of a webhook delivery spec (with aliases), for detection and messages.
+const WEBHOOK_KEYS: &str =
+    "fail_rate, duplicate_rate, delay_rate, max_delay, wrong_hash_rate, seed";
+
+fn is_webhook_key(key: &str) -> bool {
+    matches!(
+        key,
+        "fail_rate"
+            | "duplicate_rate"
+            | "delay_rate"
+            | "max_delay"
+            | "max_delay_ms"
+            | "wrong_hash_rate"
+            | "seed"
+    )
+}
+
+/// Parses `ordercloud/webhooks:fail_rate=0.2,duplicate_rate=10%,...`.
+fn parse_webhook_spec(
+    spec: &str,
+    service: &str,
+    action: &str,
+) -> Result<WebhookFaultsSpec, String> {
+    let bad = |why: &str| format!("fault spec `{spec}`: {why}");
+    let service = service.to_ascii_lowercase();
+    if !WEBHOOK_SERVICES.contains(&service.as_str()) {
+        return Err(bad(&format!(
+            "{service} sends no webhooks (use ordercloud/webhooks or gateway/webhooks)"
+        )));
+    }
+    let mut parsed = WebhookFaultsSpec {
+        service,
+        ..WebhookFaultsSpec::default()
+    };
+    for part in action.split(',') {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("`{part}` is not KEY=VALUE")))?;
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        let rate = || parse_rate(value).map_err(|why| bad(&why));
+        match key.as_str() {
+            "fail_rate" => parsed.fail_rate = Some(rate()?),
+            "duplicate_rate" => parsed.duplicate_rate = Some(rate()?),
+            "delay_rate" => parsed.delay_rate = Some(rate()?),
+            "wrong_hash_rate" => parsed.wrong_hash_rate = Some(rate()?),
+            "max_delay" | "max_delay_ms" => {
+                parsed.max_delay_ms = Some(parse_duration_ms(value).map_err(|why| bad(&why))?);
+            }
+            "seed" => {
+                let seed = value
+                    .parse::<u64>()
+                    .map_err(|_| bad(&format!("seed `{value}` is not a whole number")))?;
+                parsed.seed = Some(seed);
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unknown webhook fault `{other}` (use {WEBHOOK_KEYS})"
+                )))
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// Parses any compact spec: a request rule (see [`parse_fault_spec`]) or,
+/// for the target `ordercloud/webhooks` or `gateway/webhooks` with the keys
+/// `fail_rate`, `duplicate_rate`, `delay_rate`, `max_delay` (e.g. `500ms`),
+/// `wrong_hash_rate` and `seed`, webhook delivery fault modes.
+pub fn parse_spec(spec: &str) -> Result<FaultSpec, String> {
+    let trimmed = spec.trim();
+    let Some((target, action)) = trimmed.split_once(':') else {
+        return parse_fault_spec(trimmed).map(FaultSpec::Rule);
+    };
+    let first_key = action
+        .split_once('=')
+        .map(|(key, _)| key.trim().to_ascii_lowercase());
+    let webhook_target = target
+        .split_once('/')
+        .filter(|(_, route)| route.eq_ignore_ascii_case("webhooks"));
+    match (webhook_target, first_key.as_deref()) {
+        (Some((service, _)), Some(key)) if is_webhook_key(key) => {
+            parse_webhook_spec(trimmed, service, action).map(FaultSpec::Webhooks)
+        }
+        (None, Some(key)) if is_webhook_key(key) => Err(format!(
+            "fault spec `{trimmed}`: {key} is a webhook delivery fault; write it as ordercloud/webhooks:{key}=... or gateway/webhooks:{key}=..."
+        )),
+        _ => parse_fault_spec(trimmed).map(FaultSpec::Rule),
     }
 }
 
@@ -263,6 +446,9 @@ impl FaultsConfig {
 /// `burst=N`), `reset=R` (alias `connection_reset`), `commit_then_drop=R`,
 /// `validation_400=R`, `execution_timeout=R`, `expire_sessions=R`. Every kind
 /// takes option `method=POST`.
+///
+/// Webhook delivery specs (`ordercloud/webhooks:fail_rate=0.2`) are not
+/// request rules and are refused here; [`parse_spec`] reads both.
 pub fn parse_fault_spec(spec: &str) -> Result<FaultRule, String> {
     let spec = spec.trim();
     let bad = |why: &str| format!("fault spec `{spec}`: {why}");
@@ -280,6 +466,14 @@ pub fn parse_fault_spec(spec: &str) -> Result<FaultRule, String> {
     }
     let mut parts = action.split(',');
     let head = parts.next().unwrap_or_default();
+    if head
+        .split_once('=')
+        .is_some_and(|(kind, _)| is_webhook_key(&kind.trim().to_ascii_lowercase()))
+    {
+        return Err(bad(
+            "this is a webhook delivery spec, not a request rule (read it with parse_spec)",
+        ));
+    }
     let (kind, value) = head
         .split_once('=')
         .ok_or_else(|| bad("expected KIND=VALUE after the colon"))?;

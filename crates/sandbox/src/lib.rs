@@ -65,8 +65,10 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Builds every simulator from `config`.
-    pub fn new(config: SandboxConfig) -> Sandbox {
+    /// Builds every simulator from `config`. Webhook delivery specs among
+    /// `[faults] specs` become the start-up webhook faults of their service.
+    pub fn new(mut config: SandboxConfig) -> Sandbox {
+        config.apply_webhook_fault_specs();
         let kashflow = kashflow::KashFlow::new(&config.kashflow);
         let ordercloud = ordercloud::OrderCloud::new(&config.ordercloud);
         let xconnect = xconnect::XConnect::new(&config.xconnect);
@@ -126,8 +128,62 @@ impl Sandbox {
             "ordercloud": self.ordercloud.snapshot(),
             "xconnect": self.xconnect.snapshot(),
             "gateway": self.gateway.snapshot(),
-            "faults": self.faults.snapshot(),
+            "faults": self.faults_snapshot(),
         })
+    }
+
+    /// Request fault rules, seed and counters plus the webhook delivery
+    /// faults of each webhook-sending service (what `GET /_sandbox/faults` returns).
+    pub fn faults_snapshot(&self) -> serde_json::Value {
+        let mut snapshot = self.faults.snapshot();
+        snapshot["webhooks"] = serde_json::json!({
+            "ordercloud": self.ordercloud.webhook_faults(),
+            "gateway": self.gateway.webhook_faults(),
+        });
+        snapshot
+    }
+
+    /// The webhook delivery faults of `service` (`ordercloud` or `gateway`);
+    /// `None` for a service that sends no webhooks.
+    pub fn webhook_faults(&self, service: &str) -> Option<ordercloud::WebhookFaults> {
+        match service {
+            "ordercloud" => Some(self.ordercloud.webhook_faults()),
+            "gateway" => Some(self.gateway.webhook_faults()),
+            _ => None,
+        }
+    }
+
+    /// Replaces the webhook delivery faults of `service` (`ordercloud` or
+    /// `gateway`) after validating them.
+    pub fn set_webhook_faults(
+        &self,
+        service: &str,
+        faults: ordercloud::WebhookFaults,
+    ) -> Result<(), String> {
+        faults.validate()?;
+        match service {
+            "ordercloud" => self.ordercloud.set_webhook_faults(faults),
+            "gateway" => self.gateway.set_webhook_faults(faults),
+            other => {
+                return Err(format!(
+                    "{other} sends no webhooks (use ordercloud or gateway)"
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a webhook delivery spec to the current faults of its service
+    /// (modes the spec does not name are kept).
+    pub fn apply_webhook_spec(&self, spec: &faults::WebhookFaultsSpec) -> Result<(), String> {
+        let mut current = self.webhook_faults(&spec.service).ok_or_else(|| {
+            format!(
+                "{} sends no webhooks (use ordercloud or gateway)",
+                spec.service
+            )
+        })?;
+        spec.apply_to(&mut current);
+        self.set_webhook_faults(&spec.service, current)
     }
 
     /// Returns every service and the fault rules to their configured initial state.

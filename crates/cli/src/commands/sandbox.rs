@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use ledgerbridge_sandbox::config::SandboxConfig;
-use ledgerbridge_sandbox::faults::parse_fault_spec;
+use ledgerbridge_sandbox::faults::parse_spec;
 use ledgerbridge_sandbox::RunningSandbox;
 
 use crate::commands::run::shutdown_signal;
@@ -22,7 +22,8 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "FILE")]
     pub sandbox_config: Option<PathBuf>,
     /// A fault rule, e.g. `kashflow:error_rate=0.1`, `kashflow:rate_limit=60/min`,
-    /// `*:latency=5..20ms`, `ordercloud/v1/orders:commit_then_drop=0.05`. Repeatable.
+    /// `*:latency=5..20ms`, `ordercloud/v1/orders:commit_then_drop=0.05`, or webhook
+    /// delivery faults, e.g. `ordercloud/webhooks:fail_rate=0.2,duplicate_rate=0.1`. Repeatable.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
     /// Seed for fault injection (same seed, same faults).
@@ -47,7 +48,7 @@ pub fn sandbox_config(
         None => SandboxConfig::default(),
     };
     for spec in faults {
-        parse_fault_spec(spec).map_err(|e| anyhow::anyhow!("--fault: {e}"))?;
+        parse_spec(spec).map_err(|e| anyhow::anyhow!("--fault: {e}"))?;
         config.faults.specs.push(spec.clone());
     }
     if seed.is_some() {

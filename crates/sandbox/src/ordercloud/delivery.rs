@@ -59,6 +59,26 @@ pub struct WebhookFaults {
     pub seed: Option<u64>,
 }
 
+impl WebhookFaults {
+    /// Checks that every rate is within `0.0..=1.0`.
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("fail_rate", self.fail_rate),
+            ("duplicate_rate", self.duplicate_rate),
+            ("delay_rate", self.delay_rate),
+            ("wrong_hash_rate", self.wrong_hash_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!(
+                    "webhook faults: {name} {rate} is outside 0.0..=1.0 (write 0.1 or 10%)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A message ready to send: the body bytes are final (signed as they are).
 #[derive(Debug, Clone)]
 pub struct Outbound {
