@@ -15,6 +15,7 @@
 //! | `PATCH /{ordercloud,gateway}/webhook-faults` | change only the modes given |
 //! | `DELETE /{ordercloud,gateway}/webhook-faults` | no delivery faults |
 //! | `POST /kashflow/expire-sessions` | expire every KashFlow session |
+//! | `POST /ordercloud/expire-tokens` | expire every OrderCloud access and refresh token |
 //! | `POST /kashflow/stock` | `{"Code","QuantityInStock"}` sets a product's stock |
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use crate::faults::{error_response, spec_from_json, FaultRule, FaultSpec, WEBHOO
 use crate::ordercloud::WebhookFaults;
 use crate::Sandbox;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,6 +49,7 @@ pub fn router(sandbox: Sandbox) -> Router {
                 .delete(webhook_faults_delete),
         )
         .route("/kashflow/expire-sessions", post(expire_sessions))
+        .route("/ordercloud/expire-tokens", post(expire_tokens))
         .route("/kashflow/stock", post(set_stock))
         .route("/{service}", get(service_state))
         .fallback(not_found)
@@ -70,7 +73,16 @@ async fn state(State(sandbox): State<Sandbox>) -> Json<serde_json::Value> {
     Json(sandbox.snapshot())
 }
 
-async fn service_state(State(sandbox): State<Sandbox>, Path(service): Path<String>) -> Response {
+/// The service name from the path (a name that is not UTF-8 is no service).
+fn service_of(path: Result<Path<String>, PathRejection>) -> String {
+    path.map(|Path(service)| service).unwrap_or_default()
+}
+
+async fn service_state(
+    State(sandbox): State<Sandbox>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let service = service_of(path);
     let snapshot = match service.as_str() {
         "kashflow" => sandbox.kashflow.snapshot(),
         "ordercloud" => sandbox.ordercloud.snapshot(),
@@ -257,8 +269,9 @@ fn no_webhooks(service: &str) -> Response {
 
 async fn webhook_faults_get(
     State(sandbox): State<Sandbox>,
-    Path(service): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let service = service_of(path);
     match sandbox.webhook_faults(&service) {
         Some(faults) => Json(faults).into_response(),
         None => no_webhooks(&service),
@@ -281,9 +294,10 @@ fn store_webhook_faults(
 
 async fn webhook_faults_put(
     State(sandbox): State<Sandbox>,
-    Path(service): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Response {
+    let service = service_of(path);
     if sandbox.webhook_faults(&service).is_none() {
         return no_webhooks(&service);
     }
@@ -293,9 +307,10 @@ async fn webhook_faults_put(
 
 async fn webhook_faults_patch(
     State(sandbox): State<Sandbox>,
-    Path(service): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Response {
+    let service = service_of(path);
     let Some(current) = sandbox.webhook_faults(&service) else {
         return no_webhooks(&service);
     };
@@ -314,8 +329,9 @@ async fn webhook_faults_patch(
 
 async fn webhook_faults_delete(
     State(sandbox): State<Sandbox>,
-    Path(service): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let service = service_of(path);
     if sandbox.webhook_faults(&service).is_none() {
         return no_webhooks(&service);
     }
@@ -324,6 +340,11 @@ async fn webhook_faults_delete(
 
 async fn expire_sessions(State(sandbox): State<Sandbox>) -> Json<serde_json::Value> {
     let expired = sandbox.kashflow.expire_sessions();
+    Json(serde_json::json!({ "expired": expired }))
+}
+
+async fn expire_tokens(State(sandbox): State<Sandbox>) -> Json<serde_json::Value> {
+    let expired = sandbox.ordercloud.expire_tokens();
     Json(serde_json::json!({ "expired": expired }))
 }
 

@@ -1,7 +1,7 @@
 //! Fault injection for every simulator: latency, 5xx shares, token-bucket
 //! rate limits (429 + `Retry-After`), connection resets, commit-then-drop,
 //! validation 400s, KashFlow's transient "Execution Timeout Expired" 400 and
-//! forced KashFlow session expiry.
+//! forced session expiry (KashFlow sessions, OrderCloud access tokens).
 //!
 //! Rules are changeable at runtime (`/_sandbox/faults`) and apply per service
 //! (or `*`), optionally only to a route prefix (relative to the service
@@ -113,8 +113,9 @@ pub enum Fault {
         /// Share of GET requests, 0.0 to 1.0.
         rate: f64,
     },
-    /// Before a share of requests, expire every KashFlow session (the request
-    /// then meets the 401 a real expiry gives).
+    /// Before a share of requests, expire every session of the service
+    /// (KashFlow session tokens, OrderCloud access and refresh tokens); the
+    /// request then meets the 401 a real expiry gives.
     ExpireSessions {
         /// Share of requests, 0.0 to 1.0.
         rate: f64,
@@ -682,8 +683,9 @@ struct State {
     counters: BTreeMap<String, u64>,
 }
 
-/// A function that expires every KashFlow session (installed by [`crate::Sandbox`]).
-pub type SessionExpirer = Arc<dyn Fn() + Send + Sync>;
+/// A function that expires every session of the named service (installed
+/// by [`crate::Sandbox`]); services without sessions ignore it.
+pub type SessionExpirer = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The runtime-changeable fault rules, their RNG and counters.
 pub struct Faults {
@@ -957,7 +959,7 @@ fn rejection_response(service: &str, rejection: Rejection) -> Response {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let code = match service {
                 "kashflow" => "InternalServerError",
-                "ordercloud" => "InternalServerError",
+                "ordercloud" => "ServerError",
                 _ => "server_error",
             };
             error_response(
@@ -969,7 +971,7 @@ fn rejection_response(service: &str, rejection: Rejection) -> Response {
         }
         Rejection::Validation => {
             let code = match service {
-                "ordercloud" => "InvalidRequest",
+                "ordercloud" => "ValidationFailure",
                 "kashflow" => "ValidationError",
                 _ => "validation_error",
             };
@@ -1049,7 +1051,7 @@ where
             }
             if decision.expire_sessions {
                 if let Some(expire) = faults.session_expirer.get() {
-                    expire();
+                    expire(service);
                 }
             }
             if let Some(rejection) = decision.reject {

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -687,6 +688,12 @@ async fn add_endpoint(
     ))
 }
 
+/// The object ID from the path; an ID that is not UTF-8 names no object.
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, GwError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| GwError::missing("<not UTF-8>"))
+}
+
 fn find(map: &BTreeMap<String, Value>, id: &str) -> Result<Json<Value>, GwError> {
     map.get(id)
         .map(|v| Json(v.clone()))
@@ -695,23 +702,23 @@ fn find(map: &BTreeMap<String, Value>, id: &str) -> Result<Json<Value>, GwError>
 
 async fn get_payment_intent(
     State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, GwError> {
-    find(&gw.ledger().payment_intents, &id)
+    find(&gw.ledger().payment_intents, &path_id(path)?)
 }
 
 async fn get_refund(
     State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, GwError> {
-    find(&gw.ledger().refunds, &id)
+    find(&gw.ledger().refunds, &path_id(path)?)
 }
 
 async fn get_payout(
     State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, GwError> {
-    find(&gw.ledger().payouts, &id)
+    find(&gw.ledger().payouts, &path_id(path)?)
 }
 
 #[cfg(test)]

@@ -74,9 +74,16 @@ impl Sandbox {
         let xconnect = xconnect::XConnect::new(&config.xconnect);
         let gateway = gateway::Gateway::new(&config.gateway);
         let faults = Arc::new(faults::Faults::new(&config.faults));
-        let expirer = Arc::clone(&kashflow);
-        faults.set_session_expirer(Arc::new(move || {
-            expirer.expire_sessions();
+        let (kashflow_sessions, ordercloud_tokens) =
+            (Arc::clone(&kashflow), Arc::clone(&ordercloud));
+        faults.set_session_expirer(Arc::new(move |service: &str| match service {
+            "kashflow" => {
+                kashflow_sessions.expire_sessions();
+            }
+            "ordercloud" => {
+                ordercloud_tokens.expire_tokens();
+            }
+            _ => {}
         }));
         Sandbox {
             config: Arc::new(config),

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -293,10 +294,17 @@ async fn list_or_lookup(
     }
 }
 
+/// The contact ID from the path; an ID that is not UTF-8 names no contact.
+fn contact_id(path: Result<Path<String>, PathRejection>) -> Result<String, XcError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| XcError::not_found("Contact not found.".to_owned()))
+}
+
 async fn get_contact(
     State(xc): State<Arc<XConnect>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, XcError> {
+    let id = contact_id(path)?;
     xc.state()
         .by_id
         .get(&id)
@@ -306,9 +314,10 @@ async fn get_contact(
 
 async fn patch_contact(
     State(xc): State<Arc<XConnect>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: bytes::Bytes,
 ) -> Result<Json<Value>, XcError> {
+    let id = contact_id(path)?;
     let body = parse_body(&body)?;
     let Some(fields) = body.as_object() else {
         return Err(XcError::bad("The body must be a JSON object."));

@@ -939,3 +939,47 @@ async fn reset_and_snapshot_through_control_api() {
     .await;
     assert_eq!(state["Customers"], json!([]));
 }
+
+#[tokio::test]
+async fn list_defaults_caps_date_offsets_and_header_logout() {
+    let mut config = SandboxConfig::default();
+    config.kashflow.default_per_page = 2;
+    config.kashflow.max_per_page = 3;
+    config.kashflow.dates_with_offset = true;
+    let session = kashflow_session(config.clone()).await;
+    for i in 0..5 {
+        session
+            .create_customer(json!({"Code": format!("L{i}"), "Name": format!("List {i}")}))
+            .await;
+    }
+    let (status, page) = session.get("/customers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["Data"].as_array().map(Vec::len), Some(2), "default");
+    assert_eq!(page["MetaData"]["TotalRecords"], 5);
+    let (_, page) = session.get("/customers?perpage=100").await;
+    assert_eq!(page["Data"].as_array().map(Vec::len), Some(3), "capped");
+
+    // Dates go out with " +00:00"; input with an offset is still read.
+    let created = page["Data"][0]["CreatedDate"]
+        .as_str()
+        .expect("CreatedDate");
+    assert!(created.ends_with(" +00:00"), "{created}");
+    let invoice = session
+        .create_invoice(
+            json!({"CustomerCode": "L0", "IssuedDate": "2025-03-01 00:00:00 +00:00",
+            "LineItems": [{"Quantity": 1, "Rate": 1, "VATLevel": 0, "NominalCode": 4000}]}),
+        )
+        .await;
+    assert_eq!(invoice["IssuedDate"], "2025-03-01 00:00:00 +00:00");
+
+    // DELETE /sessiontoken with the session header logs out too.
+    let (status, body) = session.delete("/sessiontoken").await;
+    assert_eq!((status, body), (StatusCode::OK, json!({})));
+    let (status, body) = session.get("/customers").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "InvalidSessionToken",
+    );
+}

@@ -949,3 +949,91 @@ async fn hooks_fire_only_for_listed_api_clients() {
     assert_eq!(deliveries[0].subscription, "hook2");
     assert_eq!(deliveries[0].headers["X-Api-Key"], "<redacted>");
 }
+
+#[tokio::test]
+async fn contract_details_last_updated_not_found_data_and_token_errors() {
+    let oc = ordercloud_session(SandboxConfig::default()).await;
+    let order = oc.order_with_lines("SO-LU", &[("WID1", 1)]).await;
+    let before = order["LastUpdated"]
+        .as_str()
+        .expect("LastUpdated")
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, patched) = oc
+        .patch("/orders/Outgoing/SO-LU", &json!({"Comments": "later"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let after = patched["LastUpdated"].as_str().expect("LastUpdated");
+    assert!(after > before.as_str(), "{before} -> {after}");
+
+    // 404s name the object; 409s use IdExists.
+    let (status, body) = oc.get("/orders/Outgoing/SO-LU/lineitems/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body["Errors"][0]["Data"],
+        json!({"ObjectType": "LineItem", "ObjectID": "nope"})
+    );
+    let (status, body) = oc.get("/buyers/BUYER1/users/ghost").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["Errors"][0]["Data"]["ObjectType"], "User");
+    let (status, body) = oc
+        .post(
+            "/orders/Outgoing",
+            &json!({"ID": "SO-LU", "FromUserID": "buyer01"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["Errors"][0]["ErrorCode"], "IdExists");
+    let (status, body) = oc
+        .post(
+            "/orders/Outgoing/SO-LU/lineitems",
+            &json!({"ProductID": "WID1", "Quantity": 3_000_000_000_i64}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "Quantity is a 32-bit int");
+    assert_eq!(body["Errors"][0]["ErrorCode"], "ValidationFailure");
+
+    // Token endpoint errors keep the OAuth fields and the Errors list.
+    let url = format!("{}/oauth/token", oc.base);
+    for (form, code) in [
+        (
+            vec![
+                ("grant_type", "magic"),
+                ("client_id", "ledgerbridge-sim-client"),
+            ],
+            "Request.InvalidGrantType",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+            ],
+            "ApiClient.InvalidClientID",
+        ),
+        (
+            vec![
+                ("grant_type", "password"),
+                ("client_id", "ledgerbridge-storefront"),
+            ],
+            "Auth.UsernameAndPasswordRequired",
+        ),
+    ] {
+        let (status, body) =
+            status_and_json(oc.client.post(&url).form(&form).send().await.expect("sent")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].is_string(), "{body}");
+        assert_eq!(body["Errors"][0]["ErrorCode"], code);
+    }
+}
+
+/// The reference's `X-oc-hash` test vector, through the public function the
+/// simulator signs every delivery with (deliveries are checked against it above).
+#[test]
+fn oc_hash_reproduces_the_reference_test_vector() {
+    let body = r#"{"Route":"v1/orders/{direction}/{orderID}/submit","RouteParams":{"direction":"Outgoing","orderID":"SO-1001"},"Verb":"POST"}"#;
+    assert_eq!(body.len(), 123);
+    assert_eq!(
+        oc_hash("sim-hash-key-123", body.as_bytes()),
+        "ZG9XFQs1bvtppWMcyCe1kP3Lb+xUU03bq1xjaJXfW70="
+    );
+}

@@ -305,11 +305,14 @@ impl OrderCloud {
         id
     }
 
-    /// Invalidates every access and refresh token (clients must re-authenticate).
-    pub fn expire_tokens(&self) {
+    /// Invalidates every access and refresh token (clients must
+    /// re-authenticate); returns how many access tokens were live.
+    pub fn expire_tokens(&self) -> usize {
         let mut store = self.store();
+        let expired = store.tokens.len();
         store.tokens.clear();
         store.refresh_tokens.clear();
+        expired
     }
 }
 
@@ -431,13 +434,30 @@ fn decimal_value(d: Decimal) -> Value {
     serde_json::from_str(&d.normalize().to_string()).unwrap_or(Value::Null)
 }
 
+/// The largest money amount accepted in a request, so that quantity ×
+/// price and order totals always fit a decimal (OrderCloud's own limit is
+/// undocumented).
+const MAX_MONEY: i64 = 1_000_000_000_000_000;
+
+/// The largest `Quantity` / `QuantityAvailable`: OrderCloud's SDKs type them
+/// as 32-bit integers.
+const MAX_QUANTITY: i64 = i32::MAX as i64;
+
 /// Reads a money field: absent/null → `None`, number → value, else a 400.
 fn money_field(body: &Value, field: &str) -> Result<Option<Decimal>, OcError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Number(_)) => decimal_of(v)
-            .map(Some)
-            .ok_or_else(|| OcError::validation(field, format!("{field} is not a valid number."))),
+        Some(v @ Value::Number(_)) => match decimal_of(v) {
+            Some(amount) if amount.abs() <= Decimal::from(MAX_MONEY) => Ok(Some(amount)),
+            Some(_) => Err(OcError::validation(
+                field,
+                format!("{field} is out of range (at most {MAX_MONEY} either way)."),
+            )),
+            None => Err(OcError::validation(
+                field,
+                format!("{field} is not a valid number."),
+            )),
+        },
         Some(_) => Err(OcError::validation(
             field,
             format!("{field} must be a number."),

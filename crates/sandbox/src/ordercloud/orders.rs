@@ -15,7 +15,7 @@ use super::error::{OcError, OcJson, OcPath, OcResult};
 use super::list::{matches_expression, ListQuery};
 use super::{
     check_xp, decimal_of, decimal_value, deep_merge, id_from_body, money_field, now_text,
-    object_body, LineItems, OrderCloud, Store,
+    object_body, LineItems, OrderCloud, Store, MAX_QUANTITY,
 };
 
 type Created = (StatusCode, Json<Value>);
@@ -58,12 +58,14 @@ fn recompute(store: &mut Store, order_id: &str) {
         for line in lines.values_mut() {
             let unit = decimal_of(&line["UnitPrice"]).unwrap_or_default();
             let quantity = Decimal::from(line["Quantity"].as_i64().unwrap_or(0));
-            let line_subtotal = unit * quantity;
+            // Inputs are bounded (MAX_MONEY, MAX_QUANTITY), so saturation
+            // never happens in practice; it only rules out a panic.
+            let line_subtotal = unit.saturating_mul(quantity);
             let line_promo = decimal_of(&line["PromotionDiscount"]).unwrap_or_default();
             line["LineSubtotal"] = decimal_value(line_subtotal);
-            line["LineTotal"] = decimal_value(line_subtotal - line_promo);
-            subtotal += line_subtotal;
-            promotion += line_promo;
+            line["LineTotal"] = decimal_value(line_subtotal.saturating_sub(line_promo));
+            subtotal = subtotal.saturating_add(line_subtotal);
+            promotion = promotion.saturating_add(line_promo);
             count += 1;
         }
     }
@@ -71,9 +73,10 @@ fn recompute(store: &mut Store, order_id: &str) {
         return;
     };
     let money = |field: &str| decimal_of(&order[field]).unwrap_or_default();
-    let total =
-        subtotal + money("TaxCost") + money("ShippingCost") + money("Gratuity") + money("Fees")
-            - promotion;
+    let total = ["TaxCost", "ShippingCost", "Gratuity", "Fees"]
+        .into_iter()
+        .fold(subtotal, |sum, field| sum.saturating_add(money(field)))
+        .saturating_sub(promotion);
     order["Subtotal"] = decimal_value(subtotal);
     order["PromotionDiscount"] = decimal_value(promotion);
     order["LineItemCount"] = json!(count);
@@ -330,7 +333,9 @@ pub(crate) async fn submit(
         .flat_map(|m| m.values())
     {
         let product = line["ProductID"].as_str().unwrap_or_default().to_owned();
-        *needed.entry(product).or_default() += line["Quantity"].as_i64().unwrap_or(0);
+        let quantity = line["Quantity"].as_i64().unwrap_or(0);
+        let entry = needed.entry(product).or_default();
+        *entry = entry.saturating_add(quantity);
     }
     for (product_id, quantity) in &needed {
         let Some(product) = store.products.get(product_id) else {
@@ -357,7 +362,7 @@ pub(crate) async fn submit(
             let inventory = &mut product["Inventory"];
             if inventory["Enabled"] == Value::Bool(true) {
                 let available = inventory["QuantityAvailable"].as_i64().unwrap_or(0);
-                inventory["QuantityAvailable"] = json!(available - quantity);
+                inventory["QuantityAvailable"] = json!(available.saturating_sub(*quantity));
                 inventory["LastUpdated"] = json!(now);
             }
         }
@@ -677,10 +682,10 @@ fn quantity_of(body: &Value) -> OcResult<Option<i64>> {
     match body.get("Quantity") {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
-            Some(q) if q >= 1 => Ok(Some(q)),
+            Some(q) if (1..=MAX_QUANTITY).contains(&q) => Ok(Some(q)),
             _ => Err(OcError::validation(
                 "Quantity",
-                "Quantity must be a whole number of at least 1.",
+                format!("Quantity must be a whole number from 1 to {MAX_QUANTITY}."),
             )),
         },
     }

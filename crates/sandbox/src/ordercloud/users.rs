@@ -12,7 +12,7 @@ use super::error::{OcError, OcJson, OcPath, OcResult};
 use super::list::ListQuery;
 use super::{
     check_id, check_xp, decimal_value, deep_merge, id_from_body, now_text, object_body, OrderCloud,
-    Store,
+    Store, MAX_QUANTITY,
 };
 
 /// User fields in SDK order.
@@ -427,10 +427,15 @@ fn apply_product_patch(product: &mut Value, patch: &Map<String, Value>) -> OcRes
                     .with_data(json!({ "ProductID": product["ID"] })));
                 }
                 if let Some(q) = inventory.get("QuantityAvailable") {
-                    if !(q.is_null() || q.is_i64()) {
+                    let in_range = q
+                        .as_i64()
+                        .is_some_and(|q| (-MAX_QUANTITY..=MAX_QUANTITY).contains(&q));
+                    if !(q.is_null() || in_range) {
                         return Err(OcError::validation(
                             "Inventory.QuantityAvailable",
-                            "QuantityAvailable must be a whole number.",
+                            format!(
+                                "QuantityAvailable must be a whole number within ±{MAX_QUANTITY}."
+                            ),
                         ));
                     }
                 }
