@@ -11,7 +11,7 @@
 //! ```
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -126,6 +126,8 @@ macro_rules! conformance_suite {
             audit_chain_links_and_verifies,
             concurrent_claims_never_hand_out_a_run_twice,
             concurrent_duplicate_ingests_accept_exactly_one,
+            ingest_burst_accepts_one_delivery_per_key,
+            ingest_burst_keeps_a_refused_event_to_itself,
             concurrent_audit_appends_form_one_chain,
             failed_write_does_not_disturb_concurrent_writes,
         );
@@ -1185,6 +1187,167 @@ pub async fn concurrent_duplicate_ingests_accept_exactly_one(store: Arc<dyn Stor
         }
     }
     assert_eq!(count(&store, RunState::Queued).await, 1);
+}
+
+/// A burst of concurrent deliveries, several per key: exactly one per
+/// `(source, dedupe_key)` is accepted and only it starts runs; the others
+/// are duplicates of it. An answer comes only after the commit: whatever
+/// a caller is told is already visible to every other reader.
+pub async fn ingest_burst_accepts_one_delivery_per_key(store: Arc<dyn Store>) {
+    const KEYS: usize = 40;
+    const COPIES: usize = 4;
+    let mut deliveries: Vec<(NewEvent, Vec<NewRun>)> = Vec::new();
+    for copy in 0..COPIES {
+        for key in 0..KEYS {
+            let mut event = new_event("ordercloud:uk-store", &format!("burst-{key}"));
+            event.body = format!("key {key} copy {copy}").into_bytes();
+            deliveries.push((event, vec![new_run("order-to-invoice"), new_run("audit")]));
+        }
+    }
+    // The same key from another source is another event.
+    deliveries.push((new_event("gateway", "burst-0"), vec![new_run("payment")]));
+
+    let start = Arc::new(tokio::sync::Barrier::new(deliveries.len()));
+    let tasks = deliveries.iter().cloned().map(|(event, runs)| {
+        let store = store.clone();
+        let start = start.clone();
+        tokio::spawn(async move {
+            start.wait().await;
+            let outcome = store.ingest(event, runs.clone()).await.expect("ingest");
+            if let IngestOutcome::Accepted { event_id, .. } = &outcome {
+                assert!(
+                    store.event(*event_id).await.expect("event").is_some(),
+                    "an accepted event is committed before the answer"
+                );
+                for run in &runs {
+                    assert!(
+                        store.run(run.id).await.expect("run").is_some(),
+                        "an accepted event's runs are committed before the answer"
+                    );
+                }
+            }
+            outcome
+        })
+    });
+    let outcomes: Vec<IngestOutcome> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("delivery task"))
+        .collect();
+
+    let mut accepted: HashMap<(String, String), Uuid> = HashMap::new();
+    for ((event, runs), outcome) in deliveries.iter().zip(&outcomes) {
+        if let IngestOutcome::Accepted { event_id, run_ids } = outcome {
+            assert_eq!(*event_id, event.id);
+            assert_eq!(run_ids, &runs.iter().map(|r| r.id).collect::<Vec<_>>());
+            let key = (event.source.clone(), event.dedupe_key.clone());
+            assert!(
+                accepted.insert(key, event.id).is_none(),
+                "two deliveries of {}/{} were accepted",
+                event.source,
+                event.dedupe_key
+            );
+        }
+    }
+    assert_eq!(
+        accepted.len(),
+        KEYS + 1,
+        "every key has an accepted delivery"
+    );
+    for ((event, runs), outcome) in deliveries.iter().zip(&outcomes) {
+        let first = accepted[&(event.source.clone(), event.dedupe_key.clone())];
+        match outcome {
+            IngestOutcome::Accepted { .. } => {
+                let stored = store.event(event.id).await.expect("event").expect("stored");
+                assert_eq!(&stored, event);
+            }
+            IngestOutcome::Duplicate { event_id } => {
+                assert_eq!(*event_id, first, "a duplicate names the accepted delivery");
+                assert_eq!(store.event(event.id).await.expect("event"), None);
+                for run in runs {
+                    assert!(
+                        store.run(run.id).await.expect("run").is_none(),
+                        "a duplicate starts no runs"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        count(&store, RunState::Queued).await,
+        i64::try_from(KEYS * 2 + 1).expect("small")
+    );
+}
+
+/// In a burst of concurrent deliveries, those the store must refuse (a run
+/// id already taken) fail alone: nothing of them is stored, and every
+/// other delivery is accepted, including another delivery of a refused
+/// one's key.
+pub async fn ingest_burst_keeps_a_refused_event_to_itself(store: Arc<dyn Store>) {
+    const DELIVERIES: usize = 64;
+    const REFUSED: [usize; 4] = [7, 21, 40, 58];
+    let mut deliveries: Vec<(NewEvent, Vec<NewRun>)> = (0..DELIVERIES)
+        .map(|i| {
+            (
+                new_event("gateway", &format!("evt_burst_{i}")),
+                vec![new_run("flow")],
+            )
+        })
+        .collect();
+    // Each refused delivery has a well-formed sibling with the same key.
+    let mut sibling_of = HashMap::new();
+    for refused in REFUSED {
+        let mut reused = new_run("flow");
+        reused.id = enqueue(&store, new_run("flow")).await;
+        deliveries[refused].1.push(reused);
+        deliveries.push((
+            new_event("gateway", &format!("evt_burst_{refused}")),
+            vec![new_run("flow")],
+        ));
+        sibling_of.insert(refused, deliveries.len() - 1);
+    }
+
+    let start = Arc::new(tokio::sync::Barrier::new(deliveries.len()));
+    let tasks = deliveries.iter().cloned().map(|(event, runs)| {
+        let store = store.clone();
+        let start = start.clone();
+        tokio::spawn(async move {
+            start.wait().await;
+            store.ingest(event, runs).await
+        })
+    });
+    let outcomes: Vec<Result<IngestOutcome, StoreError>> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("delivery task"))
+        .collect();
+
+    for (index, ((event, runs), outcome)) in deliveries.iter().zip(&outcomes).enumerate() {
+        if let Some(sibling) = sibling_of.get(&index) {
+            // Either it came first and was refused, or it came after its
+            // sibling and is a duplicate of it; it never stores anything.
+            match outcome {
+                Err(StoreError::Fatal(_)) => {}
+                Ok(IngestOutcome::Duplicate { event_id }) => {
+                    assert_eq!(*event_id, deliveries[*sibling].0.id);
+                }
+                other => panic!("delivery {index}: expected Fatal or Duplicate, got {other:?}"),
+            }
+            assert_eq!(store.event(event.id).await.expect("event"), None);
+            assert!(store.run(runs[0].id).await.expect("run").is_none());
+            continue;
+        }
+        let expected = IngestOutcome::Accepted {
+            event_id: event.id,
+            run_ids: runs.iter().map(|r| r.id).collect(),
+        };
+        assert_eq!(outcome.as_ref().ok(), Some(&expected), "delivery {index}");
+    }
+    // The runs enqueued beforehand, plus one per accepted delivery.
+    assert_eq!(
+        count(&store, RunState::Queued).await,
+        i64::try_from(REFUSED.len() + DELIVERIES).expect("small")
+    );
 }
 
 /// Concurrent appends still form one unbroken chain.

@@ -29,7 +29,7 @@ pub use chain::{audit_hash, verify_audit_chain, ChainError, GENESIS_HASH};
 
 /// Errors a store reports. `Unavailable` means "try again later" and is
 /// what the inbox turns into a 503.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The database cannot be reached or cannot write (down, read-only,

@@ -7,7 +7,10 @@
 //! a lease checks `lease_token` and `state = 'running'` in the same
 //! statement (fencing). Times come from the database clock (`now()`), so
 //! leases mean the same thing to every machine. All values are bound
-//! parameters.
+//! parameters. Webhook ingest is group-committed ([`ingest`]): concurrent
+//! events share one statement and one commit.
+
+mod ingest;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,6 +30,7 @@ use crate::{
     AuditRecord, ClaimedRun, IngestOutcome, Intent, Lease, NewAudit, NewEvent, NewRun, Result, Run,
     RunDetail, RunFilter, RunOutcome, RunState, StepRecord, Store, StoreError, StoredEvent,
 };
+use ingest::IngestQueue;
 
 /// Schema migrations, applied in order; the number is the version.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -50,6 +54,11 @@ pub struct PgOptions {
     /// How long a caller waits for a free connection before the store
     /// reports `Unavailable`.
     pub acquire_timeout: Duration,
+    /// Most events `ingest` writes together in one statement.
+    pub ingest_batch: usize,
+    /// Ingest batches written at the same time (at most `pool_size`), each
+    /// on its own connection.
+    pub ingest_executors: usize,
 }
 
 impl Default for PgOptions {
@@ -57,6 +66,8 @@ impl Default for PgOptions {
         PgOptions {
             pool_size: 10,
             acquire_timeout: Duration::from_secs(5),
+            ingest_batch: 256,
+            ingest_executors: 3,
         }
     }
 }
@@ -65,6 +76,7 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    ingest: IngestQueue,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -90,15 +102,19 @@ impl PgStore {
             ))
         })?;
         let connect_options = connect_options.application_name("ledgerbridge");
+        let pool_size = options.pool_size.max(1);
         let pool = PgPoolOptions::new()
-            .max_connections(options.pool_size.max(1))
+            .max_connections(pool_size)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect_options)
             .await
             .map_err(|e| map_error(&e))?;
-        let store = PgStore { pool };
-        store.migrate().await?;
-        Ok(store)
+        let executors = options
+            .ingest_executors
+            .min(usize::try_from(pool_size).unwrap_or(usize::MAX));
+        Self::migrate(&pool).await?;
+        let ingest = IngestQueue::start(pool.clone(), options.ingest_batch, executors);
+        Ok(PgStore { pool, ingest })
     }
 
     /// The underlying pool (for tests and administrative tools).
@@ -113,8 +129,8 @@ impl PgStore {
 
     /// Applies missing migrations in one transaction, under an advisory
     /// lock so concurrent starters do not race.
-    async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_error(&e))?;
+    async fn migrate(pool: &PgPool) -> Result<()> {
+        let mut tx = pool.begin().await.map_err(|e| map_error(&e))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
@@ -335,66 +351,7 @@ impl Store for PgStore {
     }
 
     async fn ingest(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<IngestOutcome> {
-        let mut ids = Vec::with_capacity(runs.len());
-        let mut flows = Vec::with_capacity(runs.len());
-        let mut versions = Vec::with_capacity(runs.len());
-        let mut inputs = Vec::with_capacity(runs.len());
-        let mut not_befores = Vec::with_capacity(runs.len());
-        for run in &runs {
-            ids.push(run.id);
-            flows.push(run.flow.clone());
-            versions.push(run.flow_version.clone());
-            inputs.push(run.input.to_string());
-            not_befores.push(run.not_before);
-        }
-        // One statement, so one implicit transaction and one round trip.
-        let inserted: Option<Uuid> = sqlx::query_scalar(
-            "WITH ev AS (
-                 INSERT INTO events (id, source, dedupe_key, received_at, headers, body)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (source, dedupe_key) DO NOTHING
-                 RETURNING id
-             ), new_runs AS (
-                 INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
-                                   created_at, updated_at, next_attempt_at)
-                 SELECT r.id, ev.id, r.flow, r.flow_version, 'queued', r.input::jsonb, 0,
-                        now(), now(), r.not_before
-                 FROM ev CROSS JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::text[],
-                                           $11::timestamptz[])
-                      WITH ORDINALITY AS r(id, flow, flow_version, input, not_before, n)
-                 ORDER BY r.n
-                 RETURNING 1
-             )
-             SELECT id FROM ev",
-        )
-        .bind(event.id)
-        .bind(&event.source)
-        .bind(&event.dedupe_key)
-        .bind(event.received_at)
-        .bind(Json(&event.headers))
-        .bind(&event.body)
-        .bind(&ids)
-        .bind(&flows)
-        .bind(&versions)
-        .bind(&inputs)
-        .bind(&not_befores)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| map_error(&e))?;
-        if let Some(event_id) = inserted {
-            return Ok(IngestOutcome::Accepted {
-                event_id,
-                run_ids: ids,
-            });
-        }
-        let existing: Uuid =
-            sqlx::query_scalar("SELECT id FROM events WHERE source = $1 AND dedupe_key = $2")
-                .bind(&event.source)
-                .bind(&event.dedupe_key)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| map_error(&e))?;
-        Ok(IngestOutcome::Duplicate { event_id: existing })
+        self.ingest.ingest(event, runs).await
     }
 
     async fn enqueue(&self, run: NewRun) -> Result<()> {
