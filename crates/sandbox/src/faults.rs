@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -691,6 +692,9 @@ pub type SessionExpirer = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct Faults {
     initial: FaultsConfig,
     state: Mutex<State>,
+    /// True while any rule is active: lets requests skip the lock when
+    /// there are no faults (the common case, and every benchmark's).
+    any_rules: AtomicBool,
     session_expirer: OnceLock<SessionExpirer>,
 }
 
@@ -734,6 +738,7 @@ impl Faults {
                 counters: BTreeMap::new(),
             }),
             session_expirer: OnceLock::new(),
+            any_rules: AtomicBool::new(false),
         };
         faults.reset();
         faults
@@ -766,6 +771,13 @@ impl Faults {
         state.seed = self.initial.seed;
         state.rng = make_rng(self.initial.seed);
         state.counters.clear();
+        self.note_rules(&state);
+    }
+
+    /// Keeps [`Faults::any_rules`] in step with the rules (called with the lock held).
+    fn note_rules(&self, state: &State) {
+        self.any_rules
+            .store(!state.rules.is_empty(), Ordering::Release);
     }
 
     /// The active rules.
@@ -785,19 +797,24 @@ impl Faults {
             state.seed = seed;
             state.rng = make_rng(seed);
         }
+        self.note_rules(&state);
         Ok(())
     }
 
     /// Adds one rule after the others.
     pub fn add(&self, rule: FaultRule) -> Result<(), String> {
         rule.validate()?;
-        self.lock().rules.push(ActiveRule::new(rule));
+        let mut state = self.lock();
+        state.rules.push(ActiveRule::new(rule));
+        self.note_rules(&state);
         Ok(())
     }
 
     /// Removes every rule (counters are kept).
     pub fn clear(&self) {
-        self.lock().rules.clear();
+        let mut state = self.lock();
+        state.rules.clear();
+        self.note_rules(&state);
     }
 
     /// How many faults of each kind were injected, keyed `service.kind`.
@@ -818,6 +835,9 @@ impl Faults {
 
     fn decide(&self, service: &str, method: &Method, path: &str) -> Decision {
         let mut decision = Decision::default();
+        if !self.any_rules.load(Ordering::Acquire) {
+            return decision;
+        }
         let mut state = self.lock();
         if state.rules.is_empty() {
             return decision;

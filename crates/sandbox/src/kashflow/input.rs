@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use rust_decimal::Decimal;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
@@ -269,7 +269,22 @@ pub struct KfDate {
 impl KfDate {
     /// Renders `at` once, with or without the ` +00:00` suffix.
     pub fn new(at: NaiveDateTime, with_offset: bool) -> KfDate {
-        let mut text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+        // What `%Y-%m-%d %H:%M:%S` gives, without parsing the format string
+        // on every write (a measurable share of an invoice POST); chrono
+        // keeps the unusual years (signed, five digits).
+        let mut text = if (0..=9999).contains(&at.year()) {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                at.year(),
+                at.month(),
+                at.day(),
+                at.hour(),
+                at.minute(),
+                at.second()
+            )
+        } else {
+            at.format("%Y-%m-%d %H:%M:%S").to_string()
+        };
         if with_offset {
             text.push_str(" +00:00");
         }
@@ -441,6 +456,25 @@ impl ListQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_render_like_the_strftime_pattern() {
+        for text in [
+            "2025-03-01T00:00:00",
+            "0999-12-31T23:59:59",
+            "2024-02-29T07:08:09",
+        ] {
+            let at: NaiveDateTime = text.parse().expect("date");
+            let expected = at.format("%Y-%m-%d %H:%M:%S").to_string();
+            assert_eq!(KfDate::new(at, false).as_str(), expected);
+            assert_eq!(KfDate::new(at, true).as_str(), format!("{expected} +00:00"));
+        }
+        let far: NaiveDateTime = "+12345-01-01T00:00:00".parse().expect("date");
+        assert_eq!(
+            KfDate::new(far, false).as_str(),
+            far.format("%Y-%m-%d %H:%M:%S").to_string()
+        );
+    }
 
     #[test]
     fn parses_kashflow_date_forms() {

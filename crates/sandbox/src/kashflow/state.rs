@@ -35,6 +35,26 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// One customer's invoices and the running sums behind its read-only
+/// aggregates (`InvoiceCount`, `InvoicedNetAmount`, `OutstandingBalance`,
+/// first and last invoice dates), so an invoice change costs the same
+/// however many invoices the customer has.
+#[derive(Debug, Default)]
+struct CustomerInvoices {
+    numbers: BTreeSet<i64>,
+    sums: InvoiceSums,
+    /// Issue dates, each with how many of the invoices have it.
+    issued: BTreeMap<NaiveDateTime, usize>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct InvoiceSums {
+    net: Decimal,
+    vat: Decimal,
+    gross: Decimal,
+    paid: Decimal,
+}
+
 /// Everything the simulator holds.
 #[derive(Debug)]
 pub struct Data {
@@ -43,7 +63,7 @@ pub struct Data {
     /// Customers by id.
     pub customers: BTreeMap<i64, Customer>,
     customer_ids: HashMap<String, i64>,
-    customer_invoices: HashMap<i64, BTreeSet<i64>>,
+    customer_invoices: HashMap<i64, CustomerInvoices>,
     /// Invoices by number.
     pub invoices: BTreeMap<i64, Invoice>,
     /// Bulk payments by number.
@@ -459,7 +479,12 @@ impl Data {
             self.customer_ids.insert(new_code.clone(), id);
         }
         // Invoices show the customer's current code and name.
-        for number in self.customer_invoices.get(&id).cloned().unwrap_or_default() {
+        let numbers = self
+            .customer_invoices
+            .get(&id)
+            .map(|ledger| ledger.numbers.clone())
+            .unwrap_or_default();
+        for number in numbers {
             if let Some(invoice) = self.invoices.get_mut(&number) {
                 invoice.header.customer_code.clone_from(&customer_code);
                 invoice.header.customer_name.clone_from(&customer_name);
@@ -478,7 +503,7 @@ impl Data {
         if self
             .customer_invoices
             .get(&id)
-            .is_some_and(|set| !set.is_empty())
+            .is_some_and(|ledger| !ledger.numbers.is_empty())
         {
             return Err(KfError::bad(
                 codes::CUSTOMER_HAS_INVOICES,
@@ -491,38 +516,59 @@ impl Data {
         Ok(())
     }
 
+    /// Writes a customer's read-only aggregates from its running sums
+    /// (constant time: the sums follow every invoice change, see
+    /// [`CustomerInvoices`]).
     fn recompute_customer(&mut self, customer_id: i64) {
         let never = self.never();
-        let numbers = self.customer_invoices.get(&customer_id);
+        let with_offset = self.with_offset;
         let Some(customer) = self.customers.get_mut(&customer_id) else {
             return;
         };
-        let mut count = 0;
-        let (mut net, mut vat, mut gross, mut paid) =
-            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
-        let mut first: Option<&KfDate> = None;
-        let mut last: Option<&KfDate> = None;
-        for invoice in numbers
-            .into_iter()
-            .flatten()
-            .filter_map(|n| self.invoices.get(n))
-        {
-            let h = &invoice.header;
-            count += 1;
-            net += h.net_amount;
-            vat += h.vat_amount;
-            gross += h.gross_amount;
-            paid += h.total_paid_amount;
-            first = Some(first.map_or(&h.issued_date, |f| f.min(&h.issued_date)));
-            last = Some(last.map_or(&h.issued_date, |l| l.max(&h.issued_date)));
+        let ledger = self.customer_invoices.get(&customer_id);
+        let sums = ledger.map(|l| l.sums).unwrap_or_default();
+        let date = |at: Option<&NaiveDateTime>| {
+            at.map_or_else(|| never.clone(), |at| KfDate::new(*at, with_offset))
+        };
+        customer.invoice_count =
+            ledger.map_or(0, |l| i64::try_from(l.numbers.len()).unwrap_or(i64::MAX));
+        customer.invoiced_net_amount = sums.net;
+        customer.invoiced_vat_amount = sums.vat;
+        customer.total_paid_amount = sums.paid;
+        customer.outstanding_balance = sums.gross - sums.paid;
+        customer.first_invoice_date = date(ledger.and_then(|l| l.issued.keys().next()));
+        customer.last_invoice_date = date(ledger.and_then(|l| l.issued.keys().next_back()));
+    }
+
+    /// Takes an invoice's amounts out of its customer's sums (before the
+    /// invoice changes or goes).
+    fn unbook(&mut self, header: &InvoiceHeader) {
+        if let Some(ledger) = self.customer_invoices.get_mut(&header.customer_id) {
+            ledger.sums.net -= header.net_amount;
+            ledger.sums.vat -= header.vat_amount;
+            ledger.sums.gross -= header.gross_amount;
+            ledger.sums.paid -= header.total_paid_amount;
+            if let Some(count) = ledger.issued.get_mut(&header.issued_date.at) {
+                *count -= 1;
+                if *count == 0 {
+                    ledger.issued.remove(&header.issued_date.at);
+                }
+            }
         }
-        customer.invoice_count = count;
-        customer.invoiced_net_amount = net;
-        customer.invoiced_vat_amount = vat;
-        customer.total_paid_amount = paid;
-        customer.outstanding_balance = gross - paid;
-        customer.first_invoice_date = first.cloned().unwrap_or_else(|| never.clone());
-        customer.last_invoice_date = last.cloned().unwrap_or(never);
+    }
+
+    /// Adds an invoice's amounts to its customer's sums (after it was
+    /// created or changed).
+    fn book(&mut self, header: &InvoiceHeader) {
+        let ledger = self
+            .customer_invoices
+            .entry(header.customer_id)
+            .or_default();
+        ledger.sums.net += header.net_amount;
+        ledger.sums.vat += header.vat_amount;
+        ledger.sums.gross += header.gross_amount;
+        ledger.sums.paid += header.total_paid_amount;
+        *ledger.issued.entry(header.issued_date.at).or_default() += 1;
     }
 
     // ------------------------------------------------------------ invoices
@@ -726,9 +772,11 @@ impl Data {
     fn insert_invoice(&mut self, invoice: Invoice) {
         let number = invoice.header.number;
         let customer_id = invoice.header.customer_id;
+        self.book(&invoice.header);
         self.customer_invoices
             .entry(customer_id)
             .or_default()
+            .numbers
             .insert(number);
         self.invoices.insert(number, invoice);
         self.recompute_customer(customer_id);
@@ -737,8 +785,9 @@ impl Data {
     fn remove_invoice(&mut self, number: i64) -> Option<Invoice> {
         let invoice = self.invoices.remove(&number)?;
         let customer_id = invoice.header.customer_id;
-        if let Some(set) = self.customer_invoices.get_mut(&customer_id) {
-            set.remove(&number);
+        self.unbook(&invoice.header);
+        if let Some(ledger) = self.customer_invoices.get_mut(&customer_id) {
+            ledger.numbers.remove(&number);
         }
         self.recompute_customer(customer_id);
         Some(invoice)
@@ -1128,11 +1177,14 @@ impl Data {
                 paid_date: payment.date.clone(),
                 contact_reference: reference,
             });
-            if let Some(invoice) = self.invoices.get_mut(&number) {
+            if let Some(mut invoice) = self.invoices.remove(&number) {
+                self.unbook(&invoice.header);
                 invoice.payments.push(payment);
                 invoice.header.last_updated_date = KfDate::new(now, self.with_offset);
-                recompute_totals(invoice);
+                recompute_totals(&mut invoice);
+                self.book(&invoice.header);
                 touched.insert(invoice.header.customer_id);
+                self.invoices.insert(number, invoice);
             }
         }
         for customer_id in touched {
@@ -1167,14 +1219,17 @@ impl Data {
             .ok_or_else(|| KfError::not_found(format!("Bulk payment {number} was not found.")))?;
         let mut touched = BTreeSet::new();
         for item in &bulk.payment_items {
-            if let Some(invoice) = self.invoices.get_mut(&item.object_number) {
+            if let Some(mut invoice) = self.invoices.remove(&item.object_number) {
                 let before = invoice.payments.len();
+                self.unbook(&invoice.header);
                 invoice.payments.retain(|p| p.bulk_id != bulk.id);
                 if invoice.payments.len() != before {
                     invoice.header.last_updated_date = KfDate::new(now, self.with_offset);
-                    recompute_totals(invoice);
+                    recompute_totals(&mut invoice);
                     touched.insert(invoice.header.customer_id);
                 }
+                self.book(&invoice.header);
+                self.invoices.insert(item.object_number, invoice);
             }
         }
         for customer_id in touched {
@@ -1627,6 +1682,107 @@ mod tests {
 
     fn d(text: &str) -> Decimal {
         Decimal::from_str(text).expect("decimal literal")
+    }
+
+    /// Checks every customer's aggregates against a recount of the invoices.
+    fn assert_aggregates_match_a_recount(data: &Data, step: &str) {
+        for customer in data.customers.values() {
+            let invoices: Vec<&InvoiceHeader> = data
+                .invoices
+                .values()
+                .map(|i| &i.header)
+                .filter(|h| h.customer_id == customer.id)
+                .collect();
+            let sum = |f: fn(&InvoiceHeader) -> Decimal| invoices.iter().map(|h| f(h)).sum();
+            let gross: Decimal = sum(|h| h.gross_amount);
+            let paid: Decimal = sum(|h| h.total_paid_amount);
+            let what = format!("{step}: customer {}", customer.code);
+            assert_eq!(customer.invoice_count as usize, invoices.len(), "{what}");
+            assert_eq!(
+                customer.invoiced_net_amount,
+                sum(|h| h.net_amount),
+                "{what}"
+            );
+            assert_eq!(
+                customer.invoiced_vat_amount,
+                sum(|h| h.vat_amount),
+                "{what}"
+            );
+            assert_eq!(customer.total_paid_amount, paid, "{what}");
+            assert_eq!(customer.outstanding_balance, gross - paid, "{what}");
+            let never = data.never().at;
+            let first = invoices.iter().map(|h| h.issued_date.at).min();
+            let last = invoices.iter().map(|h| h.issued_date.at).max();
+            assert_eq!(
+                customer.first_invoice_date.at,
+                first.unwrap_or(never),
+                "{what}"
+            );
+            assert_eq!(
+                customer.last_invoice_date.at,
+                last.unwrap_or(never),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn customer_aggregates_follow_every_invoice_change() {
+        use super::super::input::parse_body;
+        let mut data = Data::new(&KashFlowConfig::default());
+        let now = NaiveDateTime::parse_from_str("2025-03-01 12:00:00", "%Y-%m-%d %H:%M:%S")
+            .expect("date");
+        for code in ["A", "B"] {
+            let body = format!(r#"{{"Code":"{code}","Name":"{code}"}}"#);
+            data.create_customer(parse_body(body.as_bytes()).expect("input"), now)
+                .expect("customer");
+        }
+        let invoice = |customer: &str, date: &str, quantity: u32| {
+            let body = format!(
+                r#"{{"CustomerCode":"{customer}","IssuedDate":"{date}","LineItems":[{{"Quantity":{quantity},"Rate":12.5,"VATLevel":20,"NominalCode":4000}}]}}"#
+            );
+            parse_body::<InvoiceInput>(body.as_bytes()).expect("invoice input")
+        };
+        let mut numbers = Vec::new();
+        for (customer, date, quantity) in [
+            ("A", "2025-01-10", 1),
+            ("A", "2025-01-05", 2),
+            ("A", "2025-01-10", 3),
+            ("B", "2025-02-01", 4),
+        ] {
+            numbers.push(
+                data.create_invoice(invoice(customer, date, quantity), now)
+                    .expect("invoice"),
+            );
+        }
+        assert_aggregates_match_a_recount(&data, "created");
+
+        let bulk = format!(
+            r#"{{"AccountId":1,"Method":1,"PaymentItems":[{{"ObjectNumber":{},"Amount":15}},{{"ObjectNumber":{},"Amount":100}}]}}"#,
+            numbers[0], numbers[3]
+        );
+        let bulk_number = data
+            .create_bulk_payment(parse_body(bulk.as_bytes()).expect("bulk input"), now)
+            .expect("bulk")
+            .number;
+        assert_aggregates_match_a_recount(&data, "bulk paid");
+
+        data.update_invoice(numbers[1], invoice("B", "2024-12-31", 7), now)
+            .expect("moved to B");
+        assert_aggregates_match_a_recount(&data, "updated");
+
+        data.delete_invoice(numbers[0]).expect("deleted");
+        assert_aggregates_match_a_recount(&data, "deleted");
+
+        data.delete_bulk_payment(bulk_number, now)
+            .expect("bulk deleted");
+        assert_aggregates_match_a_recount(&data, "bulk deleted");
+
+        for number in [numbers[1], numbers[2], numbers[3]] {
+            data.delete_invoice(number).expect("deleted");
+        }
+        assert_aggregates_match_a_recount(&data, "all deleted");
+        assert!(data.customers.values().all(|c| c.invoice_count == 0));
     }
 
     #[test]
