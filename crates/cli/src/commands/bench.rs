@@ -71,12 +71,27 @@ const HASH_KEY: &str = "bench-hash-key";
 const SUBMIT_ROUTE: &str = "v1/orders/{direction}/{orderID}/submit";
 
 pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
-    let cmd = match cmd {
-        BenchCommand::Orders(args) => {
-            return crate::commands::bench_orders::run(config, args).await
+    // `_scratch` keeps the default database's directory alive until the end.
+    match cmd {
+        BenchCommand::Ingest(args) => {
+            let (store, _scratch) = open_store(&config).await?;
+            ingest(store, args).await
         }
-        other => other,
-    };
+        BenchCommand::Engine(args) => {
+            let (store, _scratch) = open_store(&config).await?;
+            engine(store, args).await
+        }
+        BenchCommand::Memory(args) => {
+            let (store, _scratch) = open_store(&config).await?;
+            memory(store, args).await
+        }
+        BenchCommand::Orders(args) => crate::commands::bench_orders::run(config, args).await,
+    }
+}
+
+/// The configured store, or a fresh SQLite file in a scratch directory
+/// (kept alive by the returned guard) when the default is configured.
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, tempfile::TempDir)> {
     let scratch = tempfile::tempdir()?;
     let url = if config.database.url == crate::config::DatabaseConfig::default().url {
         format!("sqlite://{}/bench.db", scratch.path().display())
@@ -89,12 +104,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         store.backend(),
         crate::commands::run::redact_url(&url)
     );
-    match cmd {
-        BenchCommand::Ingest(args) => ingest(store, args).await,
-        BenchCommand::Engine(args) => engine(store, args).await,
-        BenchCommand::Memory(args) => memory(store, args).await,
-        BenchCommand::Orders(_) => unreachable!("handled above"),
-    }
+    Ok((store, scratch))
 }
 
 /// A flow of `n` steps that do nothing but return a small output.
@@ -145,7 +155,29 @@ impl Flow for NoopFlow {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// POSTs an OrderCloud webhook `body` signed with `hash_key`; any non-2xx
+/// answer is an error.
+pub(crate) async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    hash_key: &str,
+    body: String,
+) -> anyhow::Result<()> {
+    let hash = ledgerbridge_server::signature::ordercloud_hash(hash_key, body.as_bytes());
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-oc-hash", hash)
+        .body(body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("webhook answered {}", response.status());
+    }
+    Ok(())
+}
+
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -205,19 +237,10 @@ async fn ingest(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<()> {
                     "ConfigData": {}
                 })
                 .to_string();
-                let hash =
-                    ledgerbridge_server::signature::ordercloud_hash(HASH_KEY, body.as_bytes());
                 let t = Instant::now();
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-oc-hash", hash)
-                    .body(body)
-                    .send()
-                    .await?;
-                if !response.status().is_success() {
-                    bail!("delivery {i} answered {}", response.status());
-                }
+                post_signed(&client, &url, HASH_KEY, body)
+                    .await
+                    .with_context(|| format!("delivery {i}"))?;
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             Ok::<_, anyhow::Error>(latencies)
@@ -328,11 +351,17 @@ async fn engine(store: Arc<dyn Store>, args: EngineArgs) -> anyhow::Result<()> {
 
 /// Resident set size of this process, in MiB (Linux).
 pub fn rss_mib() -> f64 {
+    proc_status_mib("VmRSS:")
+}
+
+/// A memory field of `/proc/self/status` (e.g. `VmRSS:`, `VmHWM:`), in MiB
+/// (Linux; NaN elsewhere).
+pub(crate) fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })

@@ -26,6 +26,7 @@ use ledgerbridge_store::{RunFilter, RunState, Store};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::commands::bench::{percentile, post_signed, proc_status_mib};
 use crate::commands::run::{install_metrics, App};
 use crate::config::Config;
 
@@ -119,25 +120,6 @@ fn cpu_seconds(pid: &str) -> f64 {
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn envelope(order: &str) -> String {
     json!({
         "Route": "v1/orders/{direction}/{orderID}/submit",
@@ -154,19 +136,9 @@ fn envelope(order: &str) -> String {
 }
 
 async fn send(client: &reqwest::Client, url: &str, order: &str) -> anyhow::Result<()> {
-    let body = envelope(order);
-    let hash = ledgerbridge_server::signature::ordercloud_hash(HASH_KEY, body.as_bytes());
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-oc-hash", hash)
-        .body(body)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("webhook for {order} answered {}", response.status());
-    }
-    Ok(())
+    post_signed(client, url, HASH_KEY, envelope(order))
+        .await
+        .with_context(|| format!("webhook for {order}"))
 }
 
 async fn counts(store: &dyn Store) -> anyhow::Result<(i64, i64, i64)> {
@@ -457,7 +429,10 @@ pub async fn run(mut config: Config, args: OrdersArgs) -> anyhow::Result<()> {
         percentile(&latencies, 0.99),
         latencies.len()
     );
-    println!("peak RSS of the engine process: {:.1} MiB", peak_rss_mib());
+    println!(
+        "peak RSS of the engine process: {:.1} MiB",
+        proc_status_mib("VmHWM:")
+    );
     app.stop().await;
     Ok(())
 }
