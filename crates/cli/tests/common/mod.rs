@@ -181,13 +181,27 @@ impl Target {
     }
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port for an engine process to bind later.
+///
+/// Chosen below the kernel's ephemeral range (32768–60999 here), so the
+/// outbound connections and `:0` listeners of tests running alongside can
+/// never take it between this check and the engine's bind; each process
+/// walks its own stride of the range (by pid) so parallel test binaries do
+/// not hand out the same port either.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = (std::process::id() * 997) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n * 7) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
 /// A fresh PostgreSQL database; dropped when the value is.
