@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ledgerbridge_core::{BusinessKey, ErrorClass, Failure};
-use ledgerbridge_store::{IntentState, NewAudit, Run, RunState, Store, StoreError};
+use ledgerbridge_store::{IntentState, Link, NewAudit, Run, RunState, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -111,6 +111,11 @@ pub struct StepCtx<'a> {
     pub planned: Vec<PlannedRequest>,
     /// Human-readable warnings the step wants recorded with its output.
     pub warnings: Vec<String>,
+    /// Ledger links of the writes this step completed, committed with the
+    /// step's journal entry.
+    pub links: Vec<Link>,
+    /// Audit entries of those writes, committed with them.
+    pub audits: Vec<NewAudit>,
     store: &'a dyn Store,
 }
 
@@ -130,6 +135,8 @@ impl<'a> StepCtx<'a> {
             mode,
             planned: Vec::new(),
             warnings: Vec::new(),
+            links: Vec::new(),
+            audits: Vec::new(),
             store,
         }
     }
@@ -171,6 +178,10 @@ impl<'a> StepCtx<'a> {
     /// 3. Otherwise records the intent (committed before the call), calls
     ///    `create`, and links the id it returns.
     ///
+    /// The link (and its audit entry) is committed together with the
+    /// step's journal entry; until then the intent stays pending, so a
+    /// crash in between makes the retry ask the target first.
+    ///
     /// If another run holds a pending intent on the same key and is still
     /// running, this fails transiently rather than racing it.
     pub async fn write_once<E, EF, C, CF>(
@@ -186,14 +197,12 @@ impl<'a> StepCtx<'a> {
         C: FnOnce() -> CF,
         CF: Future<Output = Result<String, Failure>>,
     {
-        let earlier = self.store.intent(&key).await.map_err(store_failure)?;
-        if let Some(intent) = &earlier {
-            if let IntentState::Linked { external_id } = &intent.state {
-                return Ok(external_id.clone());
-            }
-        }
         if self.mode == Mode::DryRun {
-            if earlier.is_some() {
+            let earlier = self.store.intent(&key).await.map_err(store_failure)?;
+            if let Some(intent) = &earlier {
+                if let IntentState::Linked { external_id } = &intent.state {
+                    return Ok(external_id.clone());
+                }
                 if let Some(found) = exists().await? {
                     return Ok(found);
                 }
@@ -201,18 +210,16 @@ impl<'a> StepCtx<'a> {
             self.planned.push(planned);
             return Ok(format!("(dry-run: {key})"));
         }
-        // Claim the key. Two runs about the same object (two events for one
-        // order) may race here: only one insert wins, and the loser sees the
-        // winner's intent.
-        let uncertain = earlier.is_some();
-        let intent = match earlier {
-            Some(intent) => intent,
-            None => self
-                .store
-                .begin_intent(&key, self.run.id)
-                .await
-                .map_err(store_failure)?,
-        };
+        // Claim the key: insert-if-absent, answered with the intent as
+        // stored. Two runs about the same object (two events for one
+        // order) may race here: only one insert wins, and the loser sees
+        // the winner's intent.
+        let begun = self
+            .store
+            .begin_intent(&key, self.run.id)
+            .await
+            .map_err(store_failure)?;
+        let intent = begun.intent;
         if let IntentState::Linked { external_id } = &intent.state {
             return Ok(external_id.clone());
         }
@@ -226,44 +233,33 @@ impl<'a> StepCtx<'a> {
                 )));
             }
         }
-        if uncertain || !ours {
-            // An earlier attempt may have reached the target: ask first.
+        // A pending intent recorded before this call means an earlier
+        // attempt (ours or a dead run's) may have reached the target.
+        if !begun.inserted {
             if let Some(found) = exists().await? {
-                self.link(&key, &found, "linked_existing", &planned).await?;
+                self.link(key, found.clone(), "linked_existing", &planned);
                 return Ok(found);
             }
         }
         let created = create().await?;
-        self.link(&key, &created, "created", &planned).await?;
+        self.link(key, created.clone(), "created", &planned);
         Ok(created)
     }
 
-    async fn link(
-        &self,
-        key: &BusinessKey,
-        external_id: &str,
-        how: &str,
-        planned: &PlannedRequest,
-    ) -> Result<(), Failure> {
-        self.store
-            .link_intent(key, external_id)
-            .await
-            .map_err(store_failure)?;
-        self.store
-            .audit(NewAudit {
-                run_id: Some(self.run.id),
-                event_id: self.run.event_id,
-                flow_version: Some(self.run.flow_version.clone()),
-                action: format!("{}.{how}", key.kind),
-                detail: serde_json::json!({
-                    "key": key.to_string(),
-                    "external_id": external_id,
-                    "request": {"method": planned.method, "url": planned.url, "body": planned.body},
-                }),
-            })
-            .await
-            .map_err(store_failure)?;
-        Ok(())
+    /// Queues the link and its audit entry for the step's commit.
+    fn link(&mut self, key: BusinessKey, external_id: String, how: &str, planned: &PlannedRequest) {
+        self.audits.push(NewAudit {
+            run_id: Some(self.run.id),
+            event_id: self.run.event_id,
+            flow_version: Some(self.run.flow_version.clone()),
+            action: format!("{}.{how}", key.kind),
+            detail: serde_json::json!({
+                "key": key.to_string(),
+                "external_id": external_id,
+                "request": {"method": planned.method, "url": planned.url, "body": planned.body},
+            }),
+        });
+        self.links.push(Link { key, external_id });
     }
 }
 

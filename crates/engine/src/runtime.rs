@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use ledgerbridge_core::{ErrorClass, Failure};
 use ledgerbridge_store::{
-    ClaimedRun, Lease, Run, RunError, RunOutcome, StepRecord, Store, StoreError,
+    ClaimedRun, Lease, Run, RunError, RunOutcome, StepCommit, StepRecord, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -61,8 +61,9 @@ impl Default for EngineConfig {
 /// How one execution of a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Execution {
-    /// Every step is done.
-    Completed,
+    /// Every step is done. `finished`: the run was also ended (succeeded)
+    /// in the same commit as its last step (with a lease).
+    Completed { finished: bool },
     /// A step failed.
     Failed { step: String, failure: Failure },
     /// Asked to stop between steps (shutdown); the journal is intact.
@@ -302,7 +303,13 @@ async fn process(shared: &Shared, claim: ClaimedRun, lost: &AtomicBool) {
     )
     .await;
     match execution {
-        Execution::Completed => finish(shared, &run, &lease, RunOutcome::Succeeded).await,
+        Execution::Completed { finished: true } => {
+            metrics::counter!("lb_runs_finished_total", "flow" => run.flow.clone(), "outcome" => "succeeded")
+                .increment(1);
+        }
+        Execution::Completed { finished: false } => {
+            finish(shared, &run, &lease, RunOutcome::Succeeded).await
+        }
         Execution::Stopped => {
             if let Err(err) = shared.store.release(&lease).await {
                 tracing::warn!(run = %run.id, error = %err, "release failed; the lease will expire");
@@ -385,7 +392,9 @@ pub async fn execute(
         .into_iter()
         .map(|record| (record.step, record.output))
         .collect();
-    for &step in flow.steps() {
+    let steps = flow.steps();
+    let mut finished = false;
+    for (index, &step) in steps.iter().enumerate() {
         if outputs.contains_key(step) {
             continue;
         }
@@ -407,10 +416,15 @@ pub async fn execute(
         let output = match result {
             Ok(output) => output,
             Err(failure) => {
+                // Writes the step made before it failed are known done:
+                // link them now, so the retry does not have to ask.
+                if lease.is_some() {
+                    flush_effects(store, &mut ctx).await;
+                }
                 return Execution::Failed {
                     step: step.to_owned(),
                     failure,
-                }
+                };
             }
         };
         if let Some(lease) = lease {
@@ -421,8 +435,16 @@ pub async fn execute(
                 started_at,
                 finished_at: Utc::now(),
             };
-            match store.record_step(lease, &record).await {
-                Ok(()) => {}
+            // The last step ends the run in the same commit.
+            let last = index + 1 == steps.len();
+            let commit = StepCommit {
+                record,
+                links: std::mem::take(&mut ctx.links),
+                audits: std::mem::take(&mut ctx.audits),
+                finish: last.then_some(RunOutcome::Succeeded),
+            };
+            match store.commit_step(lease, commit).await {
+                Ok(()) => finished = last,
                 Err(StoreError::LeaseLost(_)) => return Execution::LeaseLost,
                 Err(err) => {
                     return Execution::Failed {
@@ -432,9 +454,27 @@ pub async fn execute(
                 }
             }
         }
+        if lease.is_none() {
+            flush_effects(store, &mut ctx).await;
+        }
+        drop(ctx);
         outputs.insert(step.to_owned(), output);
     }
-    Execution::Completed
+    Execution::Completed { finished }
+}
+
+/// Links and audits, outside a step commit, the writes a failed step made.
+async fn flush_effects(store: &dyn Store, ctx: &mut StepCtx<'_>) {
+    for link in std::mem::take(&mut ctx.links) {
+        if let Err(err) = store.link_intent(&link.key, &link.external_id).await {
+            tracing::warn!(key = %link.key, error = %err, "linking a completed write failed; the retry will ask the target");
+        }
+    }
+    for entry in std::mem::take(&mut ctx.audits) {
+        if let Err(err) = store.audit(entry).await {
+            tracing::warn!(error = %err, "audit entry for a completed write not stored");
+        }
+    }
 }
 
 /// Runs a flow in dry-run mode for `run`: reads go to the targets, writes

@@ -26,8 +26,9 @@ use uuid::Uuid;
 
 use crate::common::truncate_micros;
 use crate::{
-    verify_audit_chain, ClaimedRun, IngestOutcome, IntentState, Lease, NewAudit, NewEvent, NewRun,
-    RunError, RunFilter, RunOutcome, RunState, StepRecord, Store, StoreError, GENESIS_HASH,
+    verify_audit_chain, ClaimedRun, IngestOutcome, IntentState, Lease, Link, NewAudit, NewEvent,
+    NewRun, RunError, RunFilter, RunOutcome, RunState, StepCommit, StepRecord, Store, StoreError,
+    GENESIS_HASH,
 };
 
 /// A fresh store for one test, plus what to clean up afterwards.
@@ -107,6 +108,8 @@ macro_rules! conformance_suite {
             claim_takes_oldest_first_up_to_limit,
             claim_skips_runs_not_yet_due,
             record_step_builds_journal_in_order,
+            commit_step_writes_step_links_audit_and_finish_together,
+            commit_step_is_all_or_nothing,
             release_requeues_without_counting_attempt,
             finish_succeeded_ends_the_lease,
             finish_retry_tracks_first_failure,
@@ -501,6 +504,104 @@ pub async fn record_step_builds_journal_in_order(store: Arc<dyn Store>) {
     let again = claim_one(&store, LEASE).await;
     assert_eq!(again.run.id, id);
     assert_eq!(again.journal, vec![a, b2, c]);
+}
+
+fn audit_of(run_id: Uuid, action: &str) -> NewAudit {
+    NewAudit {
+        run_id: Some(run_id),
+        event_id: None,
+        flow_version: Some("1#abcdef".to_owned()),
+        action: action.to_owned(),
+        detail: json!({"key": action}),
+    }
+}
+
+/// One `commit_step` records the step, links the intents, appends the
+/// audit entries and ends the run.
+pub async fn commit_step_writes_step_links_audit_and_finish_together(store: Arc<dyn Store>) {
+    let id = enqueue(&store, new_run("flow")).await;
+    let claimed = claim_one(&store, LEASE).await;
+    let key = BusinessKey::new("kashflow:main", "invoice", "order:SO-9");
+    store.begin_intent(&key, id).await.expect("begin");
+    let record = step("invoice", json!({"number": "1001"}));
+    let mut commit = StepCommit::record(record.clone());
+    commit.links.push(Link {
+        key: key.clone(),
+        external_id: "1001".to_owned(),
+    });
+    commit.audits.push(audit_of(id, "invoice.created"));
+    commit.finish = Some(RunOutcome::Succeeded);
+    assert!(!commit.is_single_write());
+    store
+        .commit_step(&claimed.lease, commit)
+        .await
+        .expect("commit_step");
+
+    let detail = store.run(id).await.expect("run").expect("stored");
+    assert_eq!(detail.journal, vec![record]);
+    assert_eq!(detail.run.state, RunState::Succeeded);
+    assert_eq!(detail.run.lease_owner, None);
+    let intent = store.intent(&key).await.expect("intent").expect("stored");
+    assert_eq!(
+        intent.state,
+        IntentState::Linked {
+            external_id: "1001".to_owned()
+        }
+    );
+    let audit = store.audit_since(0, 10).await.expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].entry.action, "invoice.created");
+}
+
+/// A refused `commit_step` (lease lost, or a key linked elsewhere) leaves
+/// no trace: no step, no link, no audit entry, the run unchanged.
+pub async fn commit_step_is_all_or_nothing(store: Arc<dyn Store>) {
+    let id = enqueue(&store, new_run("flow")).await;
+    let claimed = claim_one(&store, LEASE).await;
+    let taken = BusinessKey::new("kashflow:main", "customer", "OC-1");
+    store.link_intent(&taken, "CUST-A").await.expect("link");
+    let fresh = BusinessKey::new("kashflow:main", "invoice", "order:SO-10");
+    store.begin_intent(&fresh, id).await.expect("begin");
+
+    // A key already linked to another object: refused as a whole.
+    let mut conflicting = StepCommit::record(step("customer", json!({"code": "CUST-B"})));
+    conflicting.links.push(Link {
+        key: fresh.clone(),
+        external_id: "2002".to_owned(),
+    });
+    conflicting.links.push(Link {
+        key: taken.clone(),
+        external_id: "CUST-B".to_owned(),
+    });
+    conflicting.audits.push(audit_of(id, "customer.created"));
+    conflicting.finish = Some(RunOutcome::Succeeded);
+    assert_invalid_state(store.commit_step(&claimed.lease, conflicting).await);
+    let detail = store.run(id).await.expect("run").expect("stored");
+    assert!(detail.journal.is_empty(), "{:?}", detail.journal);
+    assert_eq!(detail.run.state, RunState::Running);
+    let intent = store.intent(&fresh).await.expect("intent").expect("stored");
+    assert_eq!(intent.state, IntentState::Pending);
+    assert!(store.audit_since(0, 10).await.expect("audit").is_empty());
+
+    // A stale lease: refused, nothing written.
+    store.release(&claimed.lease).await.expect("release");
+    let mut stale = StepCommit::record(step("invoice", json!({"number": "2002"})));
+    stale.links.push(Link {
+        key: fresh.clone(),
+        external_id: "2002".to_owned(),
+    });
+    stale.audits.push(audit_of(id, "invoice.created"));
+    assert_lease_lost(store.commit_step(&claimed.lease, stale).await, id);
+    let intent = store.intent(&fresh).await.expect("intent").expect("stored");
+    assert_eq!(intent.state, IntentState::Pending);
+    assert!(store.audit_since(0, 10).await.expect("audit").is_empty());
+    assert!(store
+        .run(id)
+        .await
+        .expect("run")
+        .expect("stored")
+        .journal
+        .is_empty());
 }
 
 /// `release` queues the run at once without counting the attempt.
@@ -961,7 +1062,9 @@ pub async fn discard_rules(store: Arc<dyn Store>) {
 pub async fn begin_intent_is_insert_if_absent(store: Arc<dyn Store>) {
     let key = BusinessKey::new("kashflow:main", "invoice", "order:SO-1001");
     let first_run = Uuid::new_v4();
-    let first = store.begin_intent(&key, first_run).await.expect("begin");
+    let begun = store.begin_intent(&key, first_run).await.expect("begin");
+    assert!(begun.inserted);
+    let first = begun.intent;
     assert_eq!(first.key, key);
     assert_eq!(first.run_id, first_run);
     assert_eq!(first.state, IntentState::Pending);
@@ -970,6 +1073,8 @@ pub async fn begin_intent_is_insert_if_absent(store: Arc<dyn Store>) {
         .begin_intent(&key, Uuid::new_v4())
         .await
         .expect("begin again");
+    assert!(!again.inserted);
+    let again = again.intent;
     assert_eq!(again, first, "the earlier intent wins");
     assert_eq!(store.intent(&key).await.expect("intent"), Some(first));
     let other = BusinessKey::new("kashflow:main", "invoice", "order:SO-1002");
@@ -997,7 +1102,8 @@ pub async fn link_intent_rules(store: Arc<dyn Store>) {
         .begin_intent(&key, Uuid::new_v4())
         .await
         .expect("begin after link");
-    assert_eq!(begun, intent);
+    assert!(!begun.inserted);
+    assert_eq!(begun.intent, intent);
 
     let found = BusinessKey::new("kashflow:main", "customer", "user:42");
     store

@@ -218,6 +218,47 @@ pub struct StepRecord {
     pub finished_at: DateTime<Utc>,
 }
 
+/// A completed step with what it established elsewhere, committed in one
+/// transaction: the journal entry, the ledger links of the external writes
+/// the step made, their audit entries and, after the last step, the end of
+/// the run. Folding these into one commit is what keeps a durable step
+/// cheap; a crash before it leaves the intents pending, and the retry asks
+/// the target before writing again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepCommit {
+    pub record: StepRecord,
+    /// Ledger links made by the step (its external writes are known done).
+    pub links: Vec<Link>,
+    /// Audit entries for those writes, appended in order.
+    pub audits: Vec<NewAudit>,
+    /// Ends the run in the same transaction (after its last step).
+    pub finish: Option<RunOutcome>,
+}
+
+impl StepCommit {
+    /// Just the journal entry.
+    pub fn record(record: StepRecord) -> Self {
+        StepCommit {
+            record,
+            links: Vec::new(),
+            audits: Vec::new(),
+            finish: None,
+        }
+    }
+
+    /// Whether the commit is one statement (no savepoint needed).
+    pub fn is_single_write(&self) -> bool {
+        self.links.is_empty() && self.audits.is_empty() && self.finish.is_none()
+    }
+}
+
+/// A business key linked to the external object a write created or found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub key: BusinessKey,
+    pub external_id: String,
+}
+
 /// How a claimed run ends this attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RunOutcome {
@@ -265,6 +306,16 @@ pub struct Intent {
     pub state: IntentState,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What `begin_intent` found or made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BegunIntent {
+    /// The intent as stored.
+    pub intent: Intent,
+    /// `true` if this call recorded it; `false` if it was there before
+    /// (an earlier attempt, or another run, may have written the object).
+    pub inserted: bool,
 }
 
 /// An audit entry to append.
@@ -322,7 +373,15 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeat(&self, leases: &[Lease], lease_for: Duration) -> Result<Vec<Uuid>>;
 
     /// Commits one completed step. `LeaseLost` if the lease is not current.
-    async fn record_step(&self, lease: &Lease, step: &StepRecord) -> Result<()>;
+    async fn record_step(&self, lease: &Lease, step: &StepRecord) -> Result<()> {
+        self.commit_step(lease, StepCommit::record(step.clone()))
+            .await
+    }
+
+    /// Commits a step with its links, audit entries and (optionally) the
+    /// end of the run, all or nothing. `LeaseLost` if the lease is not
+    /// current; `InvalidState` if a key is linked to another object.
+    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<()>;
 
     /// Ends this attempt. `LeaseLost` if the lease is not current.
     /// `Retry` keeps `first_failure_at` if set, else sets it to now;
@@ -358,7 +417,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records the intent to create the object named by `key`, unless one
     /// exists. Returns the intent as stored (possibly an earlier one, maybe
     /// from another run, maybe already `Linked`).
-    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<Intent>;
+    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<BegunIntent>;
 
     /// Links the key to the external object's id (the write is known done).
     /// Idempotent for the same id; `InvalidState` if linked to another id.

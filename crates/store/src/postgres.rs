@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledgerbridge_core::BusinessKey;
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
@@ -27,8 +27,9 @@ use uuid::Uuid;
 use crate::chain::{audit_hash, canonical_entry, GENESIS_HASH};
 use crate::common::{self, page_size, MAX_AUDIT_PAGE, MAX_CLAIM};
 use crate::{
-    AuditRecord, ClaimedRun, IngestOutcome, Intent, Lease, NewAudit, NewEvent, NewRun, Result, Run,
-    RunDetail, RunFilter, RunOutcome, RunState, StepRecord, Store, StoreError, StoredEvent,
+    AuditRecord, BegunIntent, ClaimedRun, IngestOutcome, Intent, Lease, NewAudit, NewEvent, NewRun,
+    Result, Run, RunDetail, RunFilter, RunOutcome, RunState, StepCommit, StepRecord, Store,
+    StoreError, StoredEvent,
 };
 use ingest::IngestQueue;
 
@@ -481,83 +482,30 @@ impl Store for PgStore {
         Ok(ids.into_iter().filter(|id| !kept.contains(id)).collect())
     }
 
-    async fn record_step(&self, lease: &Lease, step: &StepRecord) -> Result<()> {
-        // FOR SHARE makes a concurrent reap/discard either wait for this
-        // insert or be seen by it: the lease check cannot go stale.
-        let written: Option<Uuid> = sqlx::query_scalar(
-            "WITH lease AS (
-                 SELECT id FROM runs
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'
-                 FOR SHARE
-             )
-             INSERT INTO steps (run_id, step, ord, output, attempts, started_at, finished_at)
-             SELECT lease.id, $3,
-                    COALESCE((SELECT max(ord) FROM steps WHERE run_id = $1), 0) + 1,
-                    $4, $5, $6, $7
-             FROM lease
-             ON CONFLICT (run_id, step) DO UPDATE SET
-                 output = EXCLUDED.output, attempts = EXCLUDED.attempts,
-                 started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
-             RETURNING run_id",
-        )
-        .bind(lease.run_id)
-        .bind(lease.token)
-        .bind(&step.step)
-        .bind(Json(&step.output))
-        .bind(step.attempts)
-        .bind(step.started_at)
-        .bind(step.finished_at)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| map_error(&e))?;
-        if written.is_none() {
-            return Err(StoreError::LeaseLost(lease.run_id));
+    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<()> {
+        if commit.is_single_write() {
+            let mut conn = self.pool.acquire().await.map_err(|e| map_error(&e))?;
+            return record_step_in(&mut conn, lease, &commit.record).await;
         }
+        let mut tx = self.pool.begin().await.map_err(|e| map_error(&e))?;
+        record_step_in(&mut tx, lease, &commit.record).await?;
+        for link in &commit.links {
+            link_in(&mut tx, &link.key, &link.external_id).await?;
+        }
+        if let Some(outcome) = commit.finish {
+            finish_in(&mut tx, lease, outcome).await?;
+        }
+        // Last: the audit chain's lock is held only until the commit.
+        for entry in commit.audits {
+            audit_in(&mut tx, entry).await?;
+        }
+        tx.commit().await.map_err(|e| map_error(&e))?;
         Ok(())
     }
 
     async fn finish(&self, lease: &Lease, outcome: RunOutcome) -> Result<()> {
-        let statement = match &outcome {
-            RunOutcome::Succeeded => sqlx::query(
-                "UPDATE runs SET state = 'succeeded', first_failure_at = NULL, last_error = NULL,
-                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                     updated_at = now()
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            ),
-            RunOutcome::Retry { at, error } => sqlx::query(
-                "UPDATE runs SET state = 'retrying', next_attempt_at = $3, last_error = $4,
-                     first_failure_at = COALESCE(first_failure_at, now()),
-                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                     updated_at = now()
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(lease.run_id)
-            .bind(lease.token)
-            .bind(*at)
-            .bind(Json(error)),
-            RunOutcome::Parked { error } => sqlx::query(
-                "UPDATE runs SET state = 'parked', last_error = $3,
-                     first_failure_at = COALESCE(first_failure_at, now()),
-                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                     updated_at = now()
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(lease.run_id)
-            .bind(lease.token)
-            .bind(Json(error)),
-        };
-        let statement = match outcome {
-            RunOutcome::Succeeded => statement.bind(lease.run_id).bind(lease.token),
-            _ => statement,
-        };
-        let updated = statement
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_error(&e))?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost(lease.run_id));
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(|e| map_error(&e))?;
+        finish_in(&mut conn, lease, outcome).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
@@ -720,7 +668,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<Intent> {
+    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<BegunIntent> {
         let query = format!(
             "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
                                   created_at, updated_at)
@@ -737,49 +685,25 @@ impl Store for PgStore {
             .await
             .map_err(|e| map_error(&e))?;
         if let Some(row) = row {
-            return intent_from_row(&row);
+            return Ok(BegunIntent {
+                intent: intent_from_row(&row)?,
+                inserted: true,
+            });
         }
         // It existed: a fresh statement sees the committed row.
-        self.load_intent(key)
+        let intent = self
+            .load_intent(key)
             .await?
-            .ok_or_else(|| StoreError::Unavailable(format!("intent {key} changed concurrently")))
+            .ok_or_else(|| StoreError::Unavailable(format!("intent {key} changed concurrently")))?;
+        Ok(BegunIntent {
+            intent,
+            inserted: false,
+        })
     }
 
     async fn link_intent(&self, key: &BusinessKey, external_id: &str) -> Result<()> {
-        let linked: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
-                                  created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'linked', $5, now(), now())
-             ON CONFLICT (connection, kind, key) DO UPDATE
-                 SET state = 'linked', external_id = EXCLUDED.external_id, updated_at = now()
-                 WHERE intents.state = 'pending'
-             RETURNING 1",
-        )
-        .bind(&key.connection)
-        .bind(&key.kind)
-        .bind(&key.key)
-        .bind(Uuid::nil())
-        .bind(external_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| map_error(&e))?;
-        if linked.is_some() {
-            return Ok(());
-        }
-        // Already linked (a linked intent never changes again).
-        match self.load_intent(key).await?.map(|i| i.state) {
-            Some(crate::IntentState::Linked {
-                external_id: current,
-            }) if current == external_id => Ok(()),
-            Some(crate::IntentState::Linked {
-                external_id: current,
-            }) => Err(StoreError::InvalidState(format!(
-                "{key} is already linked to {current}, not {external_id}"
-            ))),
-            _ => Err(StoreError::Unavailable(format!(
-                "intent {key} changed concurrently"
-            ))),
-        }
+        let mut conn = self.pool.acquire().await.map_err(|e| map_error(&e))?;
+        link_in(&mut conn, key, external_id).await
     }
 
     async fn intent(&self, key: &BusinessKey) -> Result<Option<Intent>> {
@@ -823,49 +747,9 @@ impl Store for PgStore {
 
     async fn audit(&self, entry: NewAudit) -> Result<AuditRecord> {
         let mut tx = self.pool.begin().await.map_err(|e| map_error(&e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(AUDIT_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_error(&e))?;
-        // A new statement after the lock, so it sees the latest append.
-        let row = sqlx::query(
-            "SELECT clock_timestamp() AS now,
-                    (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1) AS seq,
-                    (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1) AS hash",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| map_error(&e))?;
-        let at: DateTime<Utc> = common::truncate_micros(get(&row, "now")?);
-        let (seq, prev_hash) = match (
-            get::<Option<i64>>(&row, "seq")?,
-            get::<Option<String>>(&row, "hash")?,
-        ) {
-            (Some(seq), Some(hash)) => (seq + 1, hash),
-            _ => (1, GENESIS_HASH.to_owned()),
-        };
-        let hash = audit_hash(&prev_hash, seq, at, &entry);
-        sqlx::query(
-            "INSERT INTO audit (seq, at, entry, prev_hash, hash)
-             VALUES ($1, $2, $3::json, $4, $5)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(canonical_entry(&entry))
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_error(&e))?;
+        let record = audit_in(&mut tx, entry).await?;
         tx.commit().await.map_err(|e| map_error(&e))?;
-        Ok(AuditRecord {
-            seq,
-            at,
-            entry,
-            prev_hash,
-            hash,
-        })
+        Ok(record)
     }
 
     async fn audit_since(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>> {
@@ -880,4 +764,181 @@ impl Store for PgStore {
         .map_err(|e| map_error(&e))?;
         rows.iter().map(audit_from_row).collect()
     }
+}
+
+// ---- writes shared by single calls and step commits ----
+
+async fn load_intent_in(conn: &mut PgConnection, key: &BusinessKey) -> Result<Option<Intent>> {
+    let query = format!(
+        "SELECT {INTENT_COLUMNS} FROM intents WHERE connection = $1 AND kind = $2 AND key = $3"
+    );
+    let row = sqlx::query(&query)
+        .bind(&key.connection)
+        .bind(&key.kind)
+        .bind(&key.key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| map_error(&e))?;
+    row.as_ref().map(intent_from_row).transpose()
+}
+
+async fn record_step_in(conn: &mut PgConnection, lease: &Lease, step: &StepRecord) -> Result<()> {
+    // FOR SHARE makes a concurrent reap/discard either wait for this
+    // insert or be seen by it: the lease check cannot go stale.
+    let written: Option<Uuid> = sqlx::query_scalar(
+        "WITH lease AS (
+             SELECT id FROM runs
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'
+             FOR SHARE
+         )
+         INSERT INTO steps (run_id, step, ord, output, attempts, started_at, finished_at)
+         SELECT lease.id, $3,
+                COALESCE((SELECT max(ord) FROM steps WHERE run_id = $1), 0) + 1,
+                $4, $5, $6, $7
+         FROM lease
+         ON CONFLICT (run_id, step) DO UPDATE SET
+             output = EXCLUDED.output, attempts = EXCLUDED.attempts,
+             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+         RETURNING run_id",
+    )
+    .bind(lease.run_id)
+    .bind(lease.token)
+    .bind(&step.step)
+    .bind(Json(&step.output))
+    .bind(step.attempts)
+    .bind(step.started_at)
+    .bind(step.finished_at)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| map_error(&e))?;
+    if written.is_none() {
+        return Err(StoreError::LeaseLost(lease.run_id));
+    }
+    Ok(())
+}
+
+async fn finish_in(conn: &mut PgConnection, lease: &Lease, outcome: RunOutcome) -> Result<()> {
+    let statement = match &outcome {
+        RunOutcome::Succeeded => sqlx::query(
+            "UPDATE runs SET state = 'succeeded', first_failure_at = NULL, last_error = NULL,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 updated_at = now()
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        ),
+        RunOutcome::Retry { at, error } => sqlx::query(
+            "UPDATE runs SET state = 'retrying', next_attempt_at = $3, last_error = $4,
+                 first_failure_at = COALESCE(first_failure_at, now()),
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 updated_at = now()
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(lease.run_id)
+        .bind(lease.token)
+        .bind(*at)
+        .bind(Json(error)),
+        RunOutcome::Parked { error } => sqlx::query(
+            "UPDATE runs SET state = 'parked', last_error = $3,
+                 first_failure_at = COALESCE(first_failure_at, now()),
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 updated_at = now()
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(lease.run_id)
+        .bind(lease.token)
+        .bind(Json(error)),
+    };
+    let statement = match outcome {
+        RunOutcome::Succeeded => statement.bind(lease.run_id).bind(lease.token),
+        _ => statement,
+    };
+    let updated = statement
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| map_error(&e))?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::LeaseLost(lease.run_id));
+    }
+    Ok(())
+}
+
+async fn link_in(conn: &mut PgConnection, key: &BusinessKey, external_id: &str) -> Result<()> {
+    let linked: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
+                              created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'linked', $5, now(), now())
+         ON CONFLICT (connection, kind, key) DO UPDATE
+             SET state = 'linked', external_id = EXCLUDED.external_id, updated_at = now()
+             WHERE intents.state = 'pending'
+         RETURNING 1",
+    )
+    .bind(&key.connection)
+    .bind(&key.kind)
+    .bind(&key.key)
+    .bind(Uuid::nil())
+    .bind(external_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| map_error(&e))?;
+    if linked.is_some() {
+        return Ok(());
+    }
+    // Already linked (a linked intent never changes again).
+    match load_intent_in(&mut *conn, key).await?.map(|i| i.state) {
+        Some(crate::IntentState::Linked {
+            external_id: current,
+        }) if current == external_id => Ok(()),
+        Some(crate::IntentState::Linked {
+            external_id: current,
+        }) => Err(StoreError::InvalidState(format!(
+            "{key} is already linked to {current}, not {external_id}"
+        ))),
+        _ => Err(StoreError::Unavailable(format!(
+            "intent {key} changed concurrently"
+        ))),
+    }
+}
+
+async fn audit_in(conn: &mut PgConnection, entry: NewAudit) -> Result<AuditRecord> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| map_error(&e))?;
+    // A new statement after the lock, so it sees the latest append.
+    let row = sqlx::query(
+        "SELECT clock_timestamp() AS now,
+                (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1) AS seq,
+                (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1) AS hash",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| map_error(&e))?;
+    let at: DateTime<Utc> = common::truncate_micros(get(&row, "now")?);
+    let (seq, prev_hash) = match (
+        get::<Option<i64>>(&row, "seq")?,
+        get::<Option<String>>(&row, "hash")?,
+    ) {
+        (Some(seq), Some(hash)) => (seq + 1, hash),
+        _ => (1, GENESIS_HASH.to_owned()),
+    };
+    let hash = audit_hash(&prev_hash, seq, at, &entry);
+    sqlx::query(
+        "INSERT INTO audit (seq, at, entry, prev_hash, hash)
+         VALUES ($1, $2, $3::json, $4, $5)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(canonical_entry(&entry))
+    .bind(&prev_hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_error(&e))?;
+    Ok(AuditRecord {
+        seq,
+        at,
+        entry,
+        prev_hash,
+        hash,
+    })
 }

@@ -1,34 +1,36 @@
 //! The SQLite backend: the embedded default, one file, one machine.
 //!
-//! Writes go through one connection owned by a group-commit writer task
+//! Writes go through one connection owned by a group-commit writer thread
 //! ([`writer`]): concurrent writes share one transaction and one fsync, yet
 //! each keeps its own all-or-nothing effect. Reads use a small pool of
-//! read-only connections, which WAL mode lets run alongside the writer.
-//! The database runs with `journal_mode=WAL` and `synchronous=FULL`, so an
-//! `Ok` from a write means the write is on disk.
+//! read-only connections on blocking threads, which WAL mode lets run
+//! alongside the writer. The database runs with `journal_mode=WAL` and
+//! `synchronous=FULL`, so an `Ok` from a write means the write is on disk.
+//!
+//! SQLite is called directly (rusqlite): every statement runs on the
+//! thread that owns the connection, with prepared statements cached per
+//! connection.
 
 mod ops;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledgerbridge_core::BusinessKey;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Row, Sqlite};
 use uuid::Uuid;
 
 use crate::common::{self, page_size, MAX_AUDIT_PAGE};
 use crate::{
-    AuditRecord, ClaimedRun, IngestOutcome, Intent, Lease, NewAudit, NewEvent, NewRun, Result, Run,
-    RunDetail, RunFilter, RunOutcome, RunState, StepRecord, Store, StoreError, StoredEvent,
+    AuditRecord, BegunIntent, ClaimedRun, IngestOutcome, Intent, Lease, NewAudit, NewEvent, NewRun,
+    Result, Run, RunDetail, RunFilter, RunOutcome, RunState, StepCommit, StepRecord, Store,
+    StoreError, StoredEvent,
 };
 use writer::{Atomicity, WriterHandle};
 
@@ -63,12 +65,115 @@ impl Default for SqliteOptions {
 /// The SQLite [`Store`].
 pub struct SqliteStore {
     writer: WriterHandle,
-    readers: SqlitePool,
+    readers: Arc<Readers>,
+    /// Keeps the scratch directory of an "in-memory" store alive.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+/// How to open one more connection to the database.
+#[derive(Clone)]
+struct ConnectSpec {
+    path: PathBuf,
+    busy_timeout: Duration,
+    /// Durable commits (`synchronous=FULL`) or not (scratch databases).
+    durable: bool,
+}
+
+impl ConnectSpec {
+    fn open_writer(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| map_error(&e))?;
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(|e| map_error(&e))?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(|e| map_error(&e))?;
+        let synchronous = if self.durable { "FULL" } else { "OFF" };
+        // 64 MiB page cache; checkpoint every ~16 MiB of WAL rather than
+        // 4 MiB, so hot index pages are written back less often.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous};
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -65536;
+             PRAGMA wal_autocheckpoint = 4000;"
+        ))
+        .map_err(|e| map_error(&e))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    fn open_reader(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| map_error(&e))?;
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(|e| map_error(&e))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+}
+
+/// A small pool of read-only connections, used on blocking threads.
+struct Readers {
+    spec: ConnectSpec,
+    slots: Vec<Mutex<Option<Connection>>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    fn new(spec: ConnectSpec, size: usize) -> Self {
+        Readers {
+            spec,
+            slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `read` on a reader connection (opened on first use, reopened
+    /// after an error that may have broken it), off the async threads.
+    async fn read<T, F>(self: &Arc<Self>, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = readers.next.fetch_add(1, Ordering::Relaxed);
+            let count = readers.slots.len();
+            // A free slot if there is one, else wait for the next in turn.
+            let mut guard = (0..count)
+                .find_map(|i| readers.slots[(start + i) % count].try_lock().ok())
+                .unwrap_or_else(|| {
+                    readers.slots[start % count]
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                });
+            if guard.is_none() {
+                *guard = Some(readers.spec.open_reader()?);
+            }
+            let Some(conn) = guard.as_ref() else {
+                return Err(StoreError::Unavailable("no reader connection".to_owned()));
+            };
+            let result = read(conn);
+            if matches!(result, Err(StoreError::Unavailable(_))) {
+                *guard = None;
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite reader failed: {e}")))?
     }
 }
 
@@ -87,50 +192,52 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let write_options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(options.busy_timeout)
-            .foreign_keys(true)
-            // 64 MiB page cache; checkpoint every ~16 MiB of WAL rather than
-            // 4 MiB, so hot index pages are written back less often.
-            .pragma("cache_size", "-65536")
-            .pragma("wal_autocheckpoint", "4000");
-        let read_options = SqliteConnectOptions::new()
-            .filename(&path)
-            .read_only(true)
-            .busy_timeout(options.busy_timeout)
-            .foreign_keys(true);
-        Self::start(write_options, read_options, &options).await
+        let spec = ConnectSpec {
+            path,
+            busy_timeout: options.busy_timeout,
+            durable: true,
+        };
+        Self::start(spec, &options, None).await
     }
 
-    /// A private in-memory database, for tests. Nothing is durable.
+    /// A private scratch database, for tests: a file in a temporary
+    /// directory removed when the store is dropped. Nothing is durable.
     pub async fn open_in_memory() -> Result<Self> {
-        let write_options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|e| StoreError::Fatal(e.to_string()))?
-            .foreign_keys(true);
-        let read_options = write_options.clone();
-        Self::start(write_options, read_options, &SqliteOptions::default()).await
+        let scratch = tempfile::tempdir()
+            .map_err(|e| StoreError::Unavailable(format!("cannot create a scratch dir: {e}")))?;
+        let spec = ConnectSpec {
+            path: scratch.path().join("scratch.db"),
+            busy_timeout: Duration::from_secs(5),
+            durable: false,
+        };
+        Self::start(spec, &SqliteOptions::default(), Some(scratch)).await
     }
 
     async fn start(
-        write_options: SqliteConnectOptions,
-        read_options: SqliteConnectOptions,
+        spec: ConnectSpec,
         options: &SqliteOptions,
+        scratch: Option<tempfile::TempDir>,
     ) -> Result<Self> {
-        let mut conn = write_options.connect().await.map_err(|e| map_error(&e))?;
-        migrate(&mut conn).await?;
-        let writer = WriterHandle::spawn(write_options, conn, options.max_batch);
-        let readers = SqlitePoolOptions::new()
-            .max_connections(options.read_connections.max(1))
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(read_options)
-            .await
-            .map_err(|e| map_error(&e))?;
-        Ok(SqliteStore { writer, readers })
+        let opening = spec.clone();
+        let conn = tokio::task::spawn_blocking(move || {
+            let conn = opening.open_writer()?;
+            migrate(&conn)?;
+            Ok::<_, StoreError>(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite open failed: {e}")))??;
+        let reopen = spec.clone();
+        let writer = WriterHandle::spawn(
+            Box::new(move || reopen.open_writer()),
+            conn,
+            options.max_batch,
+        );
+        let readers = Arc::new(Readers::new(spec, options.read_connections as usize));
+        Ok(SqliteStore {
+            writer,
+            readers,
+            _scratch: scratch,
+        })
     }
 
     /// Runs `sql` on the write connection outside any batch (tests only).
@@ -138,62 +245,48 @@ impl SqliteStore {
     async fn exec_on_writer(&self, sql: &'static str) -> Result<()> {
         self.writer
             .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move {
-                    sqlx::Executor::execute(&mut *conn, sql)
-                        .await
-                        .map_err(|e| map_error(&e))?;
-                    Ok(())
-                })
+                conn.execute_batch(sql).map_err(|e| map_error(&e))
             })
             .await
     }
 }
 
 /// Applies the migrations this database lacks, in one transaction each.
-async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
-    sqlx::Executor::execute(
-        &mut *conn,
+fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER NOT NULL PRIMARY KEY,
              name       TEXT    NOT NULL,
              applied_at INTEGER NOT NULL
          )",
     )
-    .await
     .map_err(|e| map_error(&e))?;
-    let applied: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| map_error(&e))?;
+    let applied: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| map_error(&e))?;
     let known = MIGRATIONS.last().map_or(0, |m| m.0);
     if applied > known {
         return Err(common::newer_schema(applied, known));
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
-        let fail = |e: sqlx::Error| match map_error(&e) {
+        let fail = |e: rusqlite::Error| match map_error(&e) {
             StoreError::Unavailable(text) => StoreError::Unavailable(text),
             other => StoreError::Fatal(format!("migration {version} ({name}) failed: {other}")),
         };
-        sqlx::Executor::execute(&mut *conn, "BEGIN IMMEDIATE")
-            .await
-            .map_err(fail)?;
-        let outcome = async {
-            sqlx::Executor::execute(&mut *conn, *sql).await?;
-            sqlx::query(
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+        let outcome = conn.execute_batch(sql).and_then(|()| {
+            conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(Utc::now().timestamp_micros())
-            .execute(&mut *conn)
-            .await?;
-            sqlx::Executor::execute(&mut *conn, "COMMIT").await?;
-            Ok::<_, sqlx::Error>(())
-        }
-        .await;
+                params![version, name, Utc::now().timestamp_micros()],
+            )?;
+            conn.execute_batch("COMMIT")
+        });
         if let Err(e) = outcome {
-            let _ = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await;
+            let _ = conn.execute_batch("ROLLBACK");
             return Err(fail(e));
         }
         tracing::info!(version, name, "applied sqlite migration");
@@ -204,24 +297,20 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
 /// Maps a driver error to the store's error classes: anything that says
 /// "the database cannot do this right now" (busy, locked, read-only, full,
 /// I/O) is `Unavailable`; the rest is `Fatal`.
-pub(crate) fn map_error(error: &sqlx::Error) -> StoreError {
+pub(crate) fn map_error(error: &rusqlite::Error) -> StoreError {
     match error {
-        sqlx::Error::Database(db) => {
-            let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(1);
-            let text = format!("sqlite error {code}: {}", db.message());
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let code = failure.extended_code;
+            let text = match message {
+                Some(message) => format!("sqlite error {code}: {message}"),
+                None => format!("sqlite error {code}: {failure}"),
+            };
             match code & 0xff {
                 // ABORT, BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR,
                 // FULL, CANTOPEN, PROTOCOL
                 4 | 5 | 6 | 7 | 8 | 9 | 10 | 13 | 14 | 15 => StoreError::Unavailable(text),
                 _ => StoreError::Fatal(text),
             }
-        }
-        sqlx::Error::Io(e) => StoreError::Unavailable(format!("sqlite i/o error: {e}")),
-        sqlx::Error::PoolTimedOut => {
-            StoreError::Unavailable("sqlite read pool exhausted".to_owned())
-        }
-        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            StoreError::Unavailable(format!("sqlite connection lost: {error}"))
         }
         other => StoreError::Fatal(format!("sqlite: {other}")),
     }
@@ -233,18 +322,15 @@ pub(crate) const RUN_COLUMNS: &str = "id, event_id, flow, flow_version, state, i
      created_at, updated_at, next_attempt_at, first_failure_at, last_error, lease_owner, \
      lease_expires_at";
 
-fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(column).map_err(|e| map_error(&e))
+fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+    row.get(column).map_err(|e| map_error(&e))
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|e| StoreError::Fatal(format!("corrupt id {text:?}: {e}")))
 }
 
-fn uuid_column(row: &SqliteRow, column: &str) -> Result<Uuid> {
+fn uuid_column(row: &Row<'_>, column: &str) -> Result<Uuid> {
     parse_uuid(&get::<String>(row, column)?)
 }
 
@@ -253,15 +339,15 @@ fn time(micros: i64) -> Result<DateTime<Utc>> {
         .ok_or_else(|| StoreError::Fatal(format!("corrupt timestamp {micros}")))
 }
 
-fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>> {
+fn time_column(row: &Row<'_>, column: &str) -> Result<DateTime<Utc>> {
     time(get(row, column)?)
 }
 
-fn optional_time_column(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>> {
+fn optional_time_column(row: &Row<'_>, column: &str) -> Result<Option<DateTime<Utc>>> {
     get::<Option<i64>>(row, column)?.map(time).transpose()
 }
 
-fn json_column(row: &SqliteRow, column: &str) -> Result<Value> {
+fn json_column(row: &Row<'_>, column: &str) -> Result<Value> {
     let text: String = get(row, column)?;
     serde_json::from_str(&text)
         .map_err(|e| StoreError::Fatal(format!("corrupt json in {column}: {e}")))
@@ -271,7 +357,7 @@ fn json_text(value: &Value) -> String {
     value.to_string()
 }
 
-pub(crate) fn run_from_row(row: &SqliteRow) -> Result<Run> {
+pub(crate) fn run_from_row(row: &Row<'_>) -> Result<Run> {
     Ok(Run {
         id: uuid_column(row, "id")?,
         event_id: get::<Option<String>>(row, "event_id")?
@@ -296,7 +382,7 @@ pub(crate) fn run_from_row(row: &SqliteRow) -> Result<Run> {
     })
 }
 
-fn step_from_row(row: &SqliteRow) -> Result<StepRecord> {
+fn step_from_row(row: &Row<'_>) -> Result<StepRecord> {
     Ok(StepRecord {
         step: get(row, "step")?,
         output: json_column(row, "output")?,
@@ -306,7 +392,7 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRecord> {
     })
 }
 
-fn intent_from_row(row: &SqliteRow) -> Result<Intent> {
+fn intent_from_row(row: &Row<'_>) -> Result<Intent> {
     Ok(Intent {
         key: BusinessKey::new(
             get::<String>(row, "connection")?,
@@ -320,7 +406,7 @@ fn intent_from_row(row: &SqliteRow) -> Result<Intent> {
     })
 }
 
-fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord> {
+fn audit_from_row(row: &Row<'_>) -> Result<AuditRecord> {
     let entry_text: String = get(row, "entry")?;
     let entry: NewAudit = serde_json::from_str(&entry_text)
         .map_err(|e| StoreError::Fatal(format!("corrupt audit entry: {e}")))?;
@@ -333,20 +419,46 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord> {
     })
 }
 
+/// Runs `sql` with `params` and decodes every row with `decode`.
+fn query_all<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    decode: fn(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(|e| map_error(&e))?;
+    let mut rows = statement.query(params).map_err(|e| map_error(&e))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| map_error(&e))? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Runs `sql` with `params` and decodes the first row, if any.
+fn query_one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    decode: fn(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(|e| map_error(&e))?;
+    let mut rows = statement.query(params).map_err(|e| map_error(&e))?;
+    match rows.next().map_err(|e| map_error(&e))? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The journal of a run, in recording order.
-pub(crate) async fn journal<'e, E>(executor: E, run_id: Uuid) -> Result<Vec<StepRecord>>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    let rows = sqlx::query(
+pub(crate) fn journal(conn: &Connection, run_id: Uuid) -> Result<Vec<StepRecord>> {
+    query_all(
+        conn,
         "SELECT step, output, attempts, started_at, finished_at
          FROM steps WHERE run_id = ? ORDER BY ord, finished_at",
+        [run_id.to_string()],
+        step_from_row,
     )
-    .bind(run_id.to_string())
-    .fetch_all(executor)
-    .await
-    .map_err(|e| map_error(&e))?;
-    rows.iter().map(step_from_row).collect()
 }
 
 const INTENT_COLUMNS: &str =
@@ -360,52 +472,53 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.writer
-            .write(Atomicity::Statement, |conn| {
-                Box::pin(ops::touch_health(conn))
+            .write(Atomicity::Statement, ops::touch_health)
+            .await?;
+        self.readers
+            .read(|conn| {
+                conn.query_row("SELECT at FROM health WHERE id = 1", [], |_| Ok(()))
+                    .optional()
+                    .map_err(|e| map_error(&e))
             })
             .await?;
-        sqlx::query("SELECT at FROM health WHERE id = 1")
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(|e| map_error(&e))?;
         Ok(())
     }
 
     async fn ingest(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<IngestOutcome> {
         self.writer
-            .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::ingest(conn, &event, &runs).await })
+            .write(Atomicity::Savepoint, move |conn| {
+                ops::ingest(conn, &event, &runs)
             })
             .await
     }
 
     async fn enqueue(&self, run: NewRun) -> Result<()> {
         self.writer
-            .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::enqueue(conn, &run).await })
-            })
+            .write(Atomicity::Statement, move |conn| ops::enqueue(conn, &run))
             .await
     }
 
     async fn event(&self, id: Uuid) -> Result<Option<StoredEvent>> {
-        let row = sqlx::query(
-            "SELECT id, source, dedupe_key, received_at, headers, body FROM events WHERE id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(|e| map_error(&e))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(NewEvent {
-            id: uuid_column(&row, "id")?,
-            source: get(&row, "source")?,
-            dedupe_key: get(&row, "dedupe_key")?,
-            received_at: time_column(&row, "received_at")?,
-            headers: json_column(&row, "headers")?,
-            body: get(&row, "body")?,
-        }))
+        self.readers
+            .read(move |conn| {
+                query_one(
+                    conn,
+                    "SELECT id, source, dedupe_key, received_at, headers, body
+                     FROM events WHERE id = ?",
+                    [id.to_string()],
+                    |row| {
+                        Ok(NewEvent {
+                            id: uuid_column(row, "id")?,
+                            source: get(row, "source")?,
+                            dedupe_key: get(row, "dedupe_key")?,
+                            received_at: time_column(row, "received_at")?,
+                            headers: json_column(row, "headers")?,
+                            body: get(row, "body")?,
+                        })
+                    },
+                )
+            })
+            .await
     }
 
     async fn claim(&self, owner: &str, lease_for: Duration, limit: u32) -> Result<Vec<ClaimedRun>> {
@@ -415,7 +528,7 @@ impl Store for SqliteStore {
         let owner = owner.to_owned();
         self.writer
             .write(Atomicity::Savepoint, move |conn| {
-                Box::pin(async move { ops::claim(conn, &owner, lease_for, limit).await })
+                ops::claim(conn, &owner, lease_for, limit)
             })
             .await
     }
@@ -427,17 +540,21 @@ impl Store for SqliteStore {
         let leases = leases.to_vec();
         self.writer
             .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::heartbeat(conn, &leases, lease_for).await })
+                ops::heartbeat(conn, &leases, lease_for)
             })
             .await
     }
 
-    async fn record_step(&self, lease: &Lease, step: &StepRecord) -> Result<()> {
+    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<()> {
         let lease = lease.clone();
-        let step = step.clone();
+        let atomicity = if commit.is_single_write() {
+            Atomicity::Statement
+        } else {
+            Atomicity::Savepoint
+        };
         self.writer
-            .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::record_step(conn, &lease, &step).await })
+            .write(atomicity, move |conn| {
+                ops::commit_step(conn, &lease, commit)
             })
             .await
     }
@@ -446,7 +563,7 @@ impl Store for SqliteStore {
         let lease = lease.clone();
         self.writer
             .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::finish(conn, &lease, &outcome).await })
+                ops::finish(conn, &lease, &outcome)
             })
             .await
     }
@@ -454,89 +571,102 @@ impl Store for SqliteStore {
     async fn release(&self, lease: &Lease) -> Result<()> {
         let lease = lease.clone();
         self.writer
-            .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::release(conn, &lease).await })
-            })
+            .write(Atomicity::Statement, move |conn| ops::release(conn, &lease))
             .await
     }
 
     async fn reap_expired(&self) -> Result<u64> {
         self.writer
-            .write(Atomicity::Statement, |conn| {
-                Box::pin(ops::reap_expired(conn))
-            })
+            .write(Atomicity::Statement, ops::reap_expired)
             .await
     }
 
     async fn run(&self, id: Uuid) -> Result<Option<RunDetail>> {
-        let mut tx = self.readers.begin().await.map_err(|e| map_error(&e))?;
-        let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
-        let row = sqlx::query(&query)
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+        self.readers
+            .read(move |conn| {
+                // One read transaction: the run and its journal agree.
+                conn.execute_batch("BEGIN").map_err(|e| map_error(&e))?;
+                let detail = (|| {
+                    let run = query_one(
+                        conn,
+                        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"),
+                        [id.to_string()],
+                        run_from_row,
+                    )?;
+                    let Some(run) = run else {
+                        return Ok(None);
+                    };
+                    let journal = journal(conn, id)?;
+                    Ok(Some(RunDetail { run, journal }))
+                })();
+                let _ = conn.execute_batch("COMMIT");
+                detail
+            })
             .await
-            .map_err(|e| map_error(&e))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let run = run_from_row(&row)?;
-        let journal = journal(&mut *tx, id).await?;
-        tx.commit().await.map_err(|e| map_error(&e))?;
-        Ok(Some(RunDetail { run, journal }))
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        let mut conn = self.readers.acquire().await.map_err(|e| map_error(&e))?;
-        let before_seq: Option<i64> = match filter.before {
-            None => None,
-            Some(before) => Some(
-                sqlx::query_scalar("SELECT seq FROM runs WHERE id = ?")
-                    .bind(before.to_string())
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(|e| map_error(&e))?
-                    .ok_or_else(|| StoreError::NotFound(format!("run {before}")))?,
-            ),
-        };
-        // Only fixed fragments are spliced in; every value is bound.
-        let mut query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
-        if filter.state.is_some() {
-            query.push_str(" AND state = ?");
-        }
-        if filter.flow.is_some() {
-            query.push_str(" AND flow = ?");
-        }
-        if before_seq.is_some() {
-            query.push_str(" AND seq < ?");
-        }
-        query.push_str(" ORDER BY seq DESC LIMIT ?");
-        let mut statement = sqlx::query(&query);
-        if let Some(state) = filter.state {
-            statement = statement.bind(state.as_str());
-        }
-        if let Some(flow) = &filter.flow {
-            statement = statement.bind(flow.as_str());
-        }
-        if let Some(seq) = before_seq {
-            statement = statement.bind(seq);
-        }
-        let rows = statement
-            .bind(page_size(filter.limit))
-            .fetch_all(&mut *conn)
+        let filter = filter.clone();
+        self.readers
+            .read(move |conn| {
+                let before_seq: Option<i64> = match filter.before {
+                    None => None,
+                    Some(before) => Some(
+                        conn.prepare_cached("SELECT seq FROM runs WHERE id = ?")
+                            .and_then(|mut s| {
+                                s.query_row([before.to_string()], |row| row.get(0))
+                                    .optional()
+                            })
+                            .map_err(|e| map_error(&e))?
+                            .ok_or_else(|| StoreError::NotFound(format!("run {before}")))?,
+                    ),
+                };
+                // Only fixed fragments are spliced in; every value is bound.
+                let mut query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+                let mut values: Vec<rusqlite::types::Value> = Vec::new();
+                if let Some(state) = filter.state {
+                    query.push_str(" AND state = ?");
+                    values.push(state.as_str().to_owned().into());
+                }
+                if let Some(flow) = &filter.flow {
+                    query.push_str(" AND flow = ?");
+                    values.push(flow.clone().into());
+                }
+                if let Some(seq) = before_seq {
+                    query.push_str(" AND seq < ?");
+                    values.push(seq.into());
+                }
+                query.push_str(" ORDER BY seq DESC LIMIT ?");
+                values.push(page_size(filter.limit).into());
+                query_all(
+                    conn,
+                    &query,
+                    rusqlite::params_from_iter(values),
+                    run_from_row,
+                )
+            })
             .await
-            .map_err(|e| map_error(&e))?;
-        rows.iter().map(run_from_row).collect()
     }
 
     async fn count_by_state(&self) -> Result<Vec<(RunState, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| map_error(&e))?;
+        let rows = self
+            .readers
+            .read(|conn| {
+                query_all(
+                    conn,
+                    "SELECT state, COUNT(*) AS n FROM runs GROUP BY state",
+                    [],
+                    |row| {
+                        Ok((
+                            common::parse_state(&get::<String>(row, "state")?)?,
+                            get::<i64>(row, "n")?,
+                        ))
+                    },
+                )
+            })
+            .await?;
         let mut counts: Vec<(RunState, i64)> = RunState::ALL.iter().map(|s| (*s, 0)).collect();
-        for row in &rows {
-            let state = common::parse_state(&get::<String>(row, "state")?)?;
-            let n: i64 = get(row, "n")?;
+        for (state, n) in rows {
             if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
                 slot.1 = n;
             }
@@ -547,7 +677,7 @@ impl Store for SqliteStore {
     async fn replay(&self, id: Uuid, new_input: Option<Value>) -> Result<()> {
         self.writer
             .write(Atomicity::Savepoint, move |conn| {
-                Box::pin(async move { ops::replay(conn, id, new_input).await })
+                ops::replay(conn, id, new_input.as_ref())
             })
             .await
     }
@@ -556,16 +686,16 @@ impl Store for SqliteStore {
         let reason = reason.to_owned();
         self.writer
             .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::discard(conn, id, &reason).await })
+                ops::discard(conn, id, &reason)
             })
             .await
     }
 
-    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<Intent> {
+    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<BegunIntent> {
         let key = key.clone();
         self.writer
             .write(Atomicity::Savepoint, move |conn| {
-                Box::pin(async move { ops::begin_intent(conn, &key, run_id).await })
+                ops::begin_intent(conn, &key, run_id)
             })
             .await
     }
@@ -575,45 +705,48 @@ impl Store for SqliteStore {
         let external_id = external_id.to_owned();
         self.writer
             .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::link_intent(conn, &key, &external_id).await })
+                ops::link_intent(conn, &key, &external_id)
             })
             .await
     }
 
     async fn intent(&self, key: &BusinessKey) -> Result<Option<Intent>> {
-        let query = format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE connection = ? AND kind = ? AND key = ?"
-        );
-        let row = sqlx::query(&query)
-            .bind(&key.connection)
-            .bind(&key.kind)
-            .bind(&key.key)
-            .fetch_optional(&self.readers)
+        let key = key.clone();
+        self.readers
+            .read(move |conn| ops::load_intent(conn, &key))
             .await
-            .map_err(|e| map_error(&e))?;
-        row.as_ref().map(intent_from_row).transpose()
     }
 
     async fn ledger(&self, connection: &str, kind: &str) -> Result<Vec<Intent>> {
-        let query = format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE connection = ? AND kind = ?
-             ORDER BY created_at, key"
-        );
-        let rows = sqlx::query(&query)
-            .bind(connection)
-            .bind(kind)
-            .fetch_all(&self.readers)
+        let connection = connection.to_owned();
+        let kind = kind.to_owned();
+        self.readers
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    &format!(
+                        "SELECT {INTENT_COLUMNS} FROM intents WHERE connection = ? AND kind = ?
+                         ORDER BY created_at, key"
+                    ),
+                    params![connection, kind],
+                    intent_from_row,
+                )
+            })
             .await
-            .map_err(|e| map_error(&e))?;
-        rows.iter().map(intent_from_row).collect()
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.readers)
+        let name = name.to_owned();
+        self.readers
+            .read(move |conn| {
+                query_one(
+                    conn,
+                    "SELECT value FROM cursors WHERE name = ?",
+                    [name],
+                    |row| get(row, "value"),
+                )
+            })
             .await
-            .map_err(|e| map_error(&e))
     }
 
     async fn set_cursor(&self, name: &str, value: &str) -> Result<()> {
@@ -621,29 +754,29 @@ impl Store for SqliteStore {
         let value = value.to_owned();
         self.writer
             .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::set_cursor(conn, &name, &value).await })
+                ops::set_cursor(conn, &name, &value)
             })
             .await
     }
 
     async fn audit(&self, entry: NewAudit) -> Result<AuditRecord> {
         self.writer
-            .write(Atomicity::Statement, move |conn| {
-                Box::pin(async move { ops::audit(conn, entry).await })
-            })
+            .write(Atomicity::Statement, move |conn| ops::audit(conn, entry))
             .await
     }
 
     async fn audit_since(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT seq, at, entry, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after)
-        .bind(i64::from(limit.min(MAX_AUDIT_PAGE)))
-        .fetch_all(&self.readers)
-        .await
-        .map_err(|e| map_error(&e))?;
-        rows.iter().map(audit_from_row).collect()
+        self.readers
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    "SELECT seq, at, entry, prev_hash, hash FROM audit
+                     WHERE seq > ? ORDER BY seq LIMIT ?",
+                    params![after, i64::from(limit.min(MAX_AUDIT_PAGE))],
+                    audit_from_row,
+                )
+            })
+            .await
     }
 }
 

@@ -152,7 +152,7 @@ impl OrderToInvoice {
         let digest = {
             use sha2::Digest;
             let text = serde_json::to_string(&settings).unwrap_or_default();
-            let hash = sha2::Sha256::digest(format!("{NAME}:1:{text}").as_bytes());
+            let hash = sha2::Sha256::digest(format!("{NAME}:2:{text}").as_bytes());
             hash.iter()
                 .take(4)
                 .map(|b| format!("{b:02x}"))
@@ -165,7 +165,7 @@ impl OrderToInvoice {
             kashflow_url: kashflow_url.trim_end_matches('/').to_owned(),
             ordercloud,
             ordercloud_url: ordercloud_url.trim_end_matches('/').to_owned(),
-            version: format!("1+{digest}"),
+            version: format!("2+{digest}"),
             triggers: vec![Trigger::OrderCloud {
                 route: "v1/orders/{direction}/{orderID}/submit".to_owned(),
                 verb: "POST".to_owned(),
@@ -526,7 +526,7 @@ fn kf_line(
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> Result<T, Failure> {
-    serde_json::from_value(value.clone()).map_err(|e| {
+    T::deserialize(value).map_err(|e| {
         Failure::new(
             ErrorClass::Unknown,
             format!("journaled {what} cannot be read: {e}"),
@@ -558,43 +558,33 @@ impl Flow for OrderToInvoice {
     }
 
     fn steps(&self) -> &[&'static str] {
-        &[
-            "get_order",
-            "get_lines",
-            "customer",
-            "invoice",
-            "mark_order",
-        ]
+        &["get_order", "customer", "invoice", "mark_order"]
     }
 
     async fn run_step(&self, step: &str, ctx: &mut StepCtx<'_>) -> Result<Value, Failure> {
         let direction = self.settings.direction()?;
         match step {
             "get_order" => {
+                // The order and all its lines, fetched side by side.
                 let id = order_id_of(ctx.input())?;
-                let order = self
-                    .ordercloud
-                    .get_order(direction, &id)
-                    .await?
-                    .ok_or_else(|| {
-                        Failure::new(
-                            ErrorClass::NotFound,
-                            format!("OrderCloud has no order {id}"),
-                        )
-                    })?;
-                encode(&order)
-            }
-            "get_lines" => {
-                let order: Order = decode(ctx.output("get_order")?, "order")?;
-                let id = order.id.clone().unwrap_or_default();
-                let lines = self.ordercloud.list_line_items(direction, &id).await?;
+                let (order, lines) = tokio::join!(
+                    self.ordercloud.get_order(direction, &id),
+                    self.ordercloud.list_line_items(direction, &id),
+                );
+                let order = order?.ok_or_else(|| {
+                    Failure::new(
+                        ErrorClass::NotFound,
+                        format!("OrderCloud has no order {id}"),
+                    )
+                })?;
+                let lines = lines?;
                 if lines.is_empty() {
                     return Err(Failure::validation(format!("order {id} has no line items")));
                 }
-                encode(&lines)
+                Ok(json!({ "order": encode(&order)?, "lines": encode(&lines)? }))
             }
             "customer" => {
-                let order: Order = decode(ctx.output("get_order")?, "order")?;
+                let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
                 let user_id = order
                     .from_user_id
                     .clone()
@@ -636,8 +626,9 @@ impl Flow for OrderToInvoice {
                 Ok(json!({ "code": linked }))
             }
             "invoice" => {
-                let order: Order = decode(ctx.output("get_order")?, "order")?;
-                let lines: Vec<LineItem> = decode(ctx.output("get_lines")?, "line items")?;
+                let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
+                let lines: Vec<LineItem> =
+                    decode(&ctx.output("get_order")?["lines"], "line items")?;
                 let code = ctx
                     .output("customer")?
                     .get("code")
@@ -689,7 +680,7 @@ impl Flow for OrderToInvoice {
                 Ok(json!({ "number": number, "warnings": mapped.warnings }))
             }
             "mark_order" => {
-                let order: Order = decode(ctx.output("get_order")?, "order")?;
+                let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
                 let order_id = order.id.clone().unwrap_or_default();
                 let number = ctx
                     .output("invoice")?

@@ -1,104 +1,81 @@
 //! The SQLite write operations. Each runs on the writer's connection inside
-//! its own savepoint (see [`super::writer`]): an `Err` undoes only it.
+//! the batch's transaction (see [`super::writer`]); a job that writes more
+//! than once runs inside its own savepoint, so an `Err` undoes only it.
 
 use std::time::Duration;
 
 use ledgerbridge_core::BusinessKey;
-use serde_json::Value;
-use sqlx::sqlite::SqliteConnection;
-
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{
-    get, intent_from_row, journal, json_text, map_error, run_from_row, INTENT_COLUMNS, RUN_COLUMNS,
-};
+use super::{intent_from_row, journal, json_text, map_error, run_from_row, INTENT_COLUMNS};
 use crate::chain::{audit_hash, canonical_entry, GENESIS_HASH};
 use crate::common::{self, lease_expiry, now_micros, MAX_CLAIM};
 use crate::{
-    AuditRecord, ClaimedRun, IngestOutcome, Intent, IntentState, Lease, NewAudit, NewEvent, NewRun,
-    Result, RunOutcome, StepRecord, StoreError,
+    AuditRecord, BegunIntent, ClaimedRun, IngestOutcome, Intent, IntentState, Lease, NewAudit,
+    NewEvent, NewRun, Result, RunOutcome, StepCommit, StepRecord, StoreError,
 };
 
 /// Clears the lease columns (a fragment of `UPDATE runs SET`).
 const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
 
-pub(super) async fn touch_health(conn: &mut SqliteConnection) -> Result<()> {
-    sqlx::query(
+fn sql(error: rusqlite::Error) -> StoreError {
+    map_error(&error)
+}
+
+pub(super) fn touch_health(conn: &Connection) -> Result<()> {
+    conn.prepare_cached(
         "INSERT INTO health (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
     )
-    .bind(now_micros().timestamp_micros())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
+    .and_then(|mut s| s.execute([now_micros().timestamp_micros()]))
+    .map_err(sql)?;
     Ok(())
 }
 
-pub(super) async fn ingest(
-    conn: &mut SqliteConnection,
+pub(super) fn ingest(
+    conn: &Connection,
     event: &NewEvent,
     runs: &[NewRun],
 ) -> Result<IngestOutcome> {
-    // One round trip: the event, then each run only if the statement before
-    // it inserted a row (`changes() = 1`), so a duplicate inserts nothing.
-    // No statement here can fail after an earlier one wrote (the first is
-    // the only one that can conflict), so the job needs no savepoint; a run
-    // id that already exists is skipped, detected below and undone.
-    let mut sql = String::from(
-        "INSERT INTO events (id, source, dedupe_key, received_at, headers, body)
-         VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (source, dedupe_key) DO NOTHING;",
-    );
-    for _ in runs {
-        sql.push_str(
-            " INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
-                                created_at, updated_at, next_attempt_at)
-              SELECT ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ? WHERE changes() = 1
-              ON CONFLICT (id) DO NOTHING;",
-        );
-    }
-    let now = now_micros().timestamp_micros();
-    let event_id = event.id.to_string();
-    let mut statement = sqlx::query(&sql)
-        .bind(event_id.clone())
-        .bind(&event.source)
-        .bind(&event.dedupe_key)
-        .bind(event.received_at.timestamp_micros())
-        .bind(json_text(&event.headers))
-        .bind(&event.body);
-    for run in runs {
-        statement = statement
-            .bind(run.id.to_string())
-            .bind(event_id.clone())
-            .bind(&run.flow)
-            .bind(&run.flow_version)
-            .bind(json_text(&run.input))
-            .bind(now)
-            .bind(now)
-            .bind(run.not_before.timestamp_micros());
-    }
-    let written = statement
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?
-        .rows_affected();
-    if written == 0 {
-        let existing: String =
-            sqlx::query_scalar("SELECT id FROM events WHERE source = ? AND dedupe_key = ?")
-                .bind(&event.source)
-                .bind(&event.dedupe_key)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| map_error(&e))?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO events (id, source, dedupe_key, received_at, headers, body)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (source, dedupe_key) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                event.id.to_string(),
+                event.source,
+                event.dedupe_key,
+                event.received_at.timestamp_micros(),
+                json_text(&event.headers),
+                event.body,
+            ])
+        })
+        .map_err(sql)?;
+    if inserted == 0 {
+        let existing: String = conn
+            .prepare_cached("SELECT id FROM events WHERE source = ? AND dedupe_key = ?")
+            .and_then(|mut s| {
+                s.query_row(params![event.source, event.dedupe_key], |row| row.get(0))
+            })
+            .map_err(sql)?;
         return Ok(IngestOutcome::Duplicate {
             event_id: super::parse_uuid(&existing)?,
         });
     }
-    if written != 1 + runs.len() as u64 {
-        undo_ingest(conn, event, runs).await?;
-        return Err(StoreError::Fatal(format!(
-            "event {} not stored: one of its run ids already exists",
-            event.id
-        )));
+    // Runs are inserted plainly: a run id that already exists is a
+    // constraint error, and the job's savepoint undoes the event with it.
+    let now = now_micros().timestamp_micros();
+    for run in runs {
+        insert_run(conn, Some(event.id), run, now).map_err(|e| match e {
+            StoreError::Fatal(text) if text.contains("UNIQUE") => StoreError::Fatal(format!(
+                "event {} not stored: its run id {} already exists",
+                event.id, run.id
+            )),
+            other => other,
+        })?;
     }
     Ok(IngestOutcome::Accepted {
         event_id: event.id,
@@ -106,83 +83,87 @@ pub(super) async fn ingest(
     })
 }
 
-/// Removes what a refused ingest wrote (its event and the runs inserted
-/// for it), within the same transaction.
-async fn undo_ingest(conn: &mut SqliteConnection, event: &NewEvent, runs: &[NewRun]) -> Result<()> {
-    let event_id = event.id.to_string();
-    for run in runs {
-        sqlx::query("DELETE FROM runs WHERE id = ? AND event_id = ?")
-            .bind(run.id.to_string())
-            .bind(&event_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| map_error(&e))?;
-    }
-    sqlx::query("DELETE FROM events WHERE id = ?")
-        .bind(&event_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
-    Ok(())
-}
-
-pub(super) async fn enqueue(conn: &mut SqliteConnection, run: &NewRun) -> Result<()> {
-    let now = now_micros().timestamp_micros();
-    sqlx::query(
+fn insert_run(conn: &Connection, event_id: Option<Uuid>, run: &NewRun, now: i64) -> Result<usize> {
+    conn.prepare_cached(
         "INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
                            created_at, updated_at, next_attempt_at)
-         VALUES (?, NULL, ?, ?, 'queued', ?, 0, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+         VALUES (?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?)",
     )
-    .bind(run.id.to_string())
-    .bind(&run.flow)
-    .bind(&run.flow_version)
-    .bind(json_text(&run.input))
-    .bind(now)
-    .bind(now)
-    .bind(run.not_before.timestamp_micros())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
+    .and_then(|mut s| {
+        s.execute(params![
+            run.id.to_string(),
+            event_id.map(|id| id.to_string()),
+            run.flow,
+            run.flow_version,
+            json_text(&run.input),
+            now,
+            now,
+            run.not_before.timestamp_micros(),
+        ])
+    })
+    .map_err(sql)
+}
+
+pub(super) fn enqueue(conn: &Connection, run: &NewRun) -> Result<()> {
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?")
+        .and_then(|mut s| {
+            s.query_row([run.id.to_string()], |row| row.get(0))
+                .optional()
+        })
+        .map_err(sql)?;
+    if exists.is_none() {
+        insert_run(conn, None, run, now_micros().timestamp_micros())?;
+    }
     Ok(())
 }
 
-pub(super) async fn claim(
-    conn: &mut SqliteConnection,
+pub(super) fn claim(
+    conn: &Connection,
     owner: &str,
     lease_for: Duration,
     limit: u32,
 ) -> Result<Vec<ClaimedRun>> {
     let now = now_micros();
     let expires = lease_expiry(now, lease_for);
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM runs
-         WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?
-         ORDER BY next_attempt_at, seq LIMIT ?",
-    )
-    .bind(now.timestamp_micros())
-    .bind(i64::from(limit.min(MAX_CLAIM)))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
-    let update = format!(
-        "UPDATE runs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
-                         lease_token = ?, lease_expires_at = ?, updated_at = ?
-         WHERE id = ? RETURNING {RUN_COLUMNS}"
-    );
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM runs
+             WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?
+             ORDER BY next_attempt_at, seq LIMIT ?",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![now.timestamp_micros(), i64::from(limit.min(MAX_CLAIM))],
+                |row| row.get(0),
+            )?
+            .collect()
+        })
+        .map_err(sql)?;
+    let mut update = conn
+        .prepare_cached(&format!(
+            "UPDATE runs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+                             lease_token = ?, lease_expires_at = ?, updated_at = ?
+             WHERE id = ? RETURNING {}",
+            super::RUN_COLUMNS
+        ))
+        .map_err(sql)?;
     let mut claimed = Vec::with_capacity(ids.len());
     for id in ids {
         let token = Uuid::new_v4();
-        let row = sqlx::query(&update)
-            .bind(owner)
-            .bind(token.to_string())
-            .bind(expires.timestamp_micros())
-            .bind(now.timestamp_micros())
-            .bind(&id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| map_error(&e))?;
-        let run = run_from_row(&row)?;
-        let journal = journal(&mut *conn, run.id).await?;
+        let run = update
+            .query_row(
+                params![
+                    owner,
+                    token.to_string(),
+                    expires.timestamp_micros(),
+                    now.timestamp_micros(),
+                    id
+                ],
+                |row| Ok(run_from_row(row)),
+            )
+            .map_err(sql)??;
+        let journal = journal(conn, run.id)?;
         claimed.push(ClaimedRun {
             lease: Lease {
                 run_id: run.id,
@@ -196,291 +177,300 @@ pub(super) async fn claim(
     Ok(claimed)
 }
 
-pub(super) async fn heartbeat(
-    conn: &mut SqliteConnection,
+pub(super) fn heartbeat(
+    conn: &Connection,
     leases: &[Lease],
     lease_for: Duration,
 ) -> Result<Vec<Uuid>> {
     let now = now_micros();
     let expires = lease_expiry(now, lease_for);
-    let mut lost = Vec::new();
-    for lease in leases {
-        let updated = sqlx::query(
+    let mut statement = conn
+        .prepare_cached(
             "UPDATE runs SET lease_expires_at = ?, updated_at = ?
              WHERE id = ? AND lease_token = ? AND state = 'running'",
         )
-        .bind(expires.timestamp_micros())
-        .bind(now.timestamp_micros())
-        .bind(lease.run_id.to_string())
-        .bind(lease.token.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
-        if updated.rows_affected() == 0 {
+        .map_err(sql)?;
+    let mut lost = Vec::new();
+    for lease in leases {
+        let updated = statement
+            .execute(params![
+                expires.timestamp_micros(),
+                now.timestamp_micros(),
+                lease.run_id.to_string(),
+                lease.token.to_string(),
+            ])
+            .map_err(sql)?;
+        if updated == 0 {
             lost.push(lease.run_id);
         }
     }
     Ok(lost)
 }
 
-pub(super) async fn record_step(
-    conn: &mut SqliteConnection,
-    lease: &Lease,
-    step: &StepRecord,
-) -> Result<()> {
-    let written = sqlx::query(
-        "INSERT INTO steps (run_id, step, ord, output, attempts, started_at, finished_at)
-         SELECT ?1, ?2, COALESCE((SELECT MAX(ord) FROM steps WHERE run_id = ?1), 0) + 1,
-                ?3, ?4, ?5, ?6
-         WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND lease_token = ?7 AND state = 'running')
-         ON CONFLICT (run_id, step) DO UPDATE SET
-             output = excluded.output, attempts = excluded.attempts,
-             started_at = excluded.started_at, finished_at = excluded.finished_at",
-    )
-    .bind(lease.run_id.to_string())
-    .bind(&step.step)
-    .bind(json_text(&step.output))
-    .bind(step.attempts)
-    .bind(step.started_at.timestamp_micros())
-    .bind(step.finished_at.timestamp_micros())
-    .bind(lease.token.to_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
-    if written.rows_affected() == 0 {
+/// Records the step, its ledger links and audit entries, and optionally
+/// ends the run; all or nothing (the caller runs it in a savepoint).
+pub(super) fn commit_step(conn: &Connection, lease: &Lease, commit: StepCommit) -> Result<()> {
+    record_step(conn, lease, &commit.record)?;
+    for link in &commit.links {
+        link_intent(conn, &link.key, &link.external_id)?;
+    }
+    for entry in commit.audits {
+        audit(conn, entry)?;
+    }
+    if let Some(outcome) = &commit.finish {
+        finish(conn, lease, outcome)?;
+    }
+    Ok(())
+}
+
+fn record_step(conn: &Connection, lease: &Lease, step: &StepRecord) -> Result<()> {
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO steps (run_id, step, ord, output, attempts, started_at, finished_at)
+             SELECT ?1, ?2, COALESCE((SELECT MAX(ord) FROM steps WHERE run_id = ?1), 0) + 1,
+                    ?3, ?4, ?5, ?6
+             WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND lease_token = ?7 AND state = 'running')
+             ON CONFLICT (run_id, step) DO UPDATE SET
+                 output = excluded.output, attempts = excluded.attempts,
+                 started_at = excluded.started_at, finished_at = excluded.finished_at",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                lease.run_id.to_string(),
+                step.step,
+                json_text(&step.output),
+                step.attempts,
+                step.started_at.timestamp_micros(),
+                step.finished_at.timestamp_micros(),
+                lease.token.to_string(),
+            ])
+        })
+        .map_err(sql)?;
+    if written == 0 {
         return Err(StoreError::LeaseLost(lease.run_id));
     }
     Ok(())
 }
 
-pub(super) async fn finish(
-    conn: &mut SqliteConnection,
-    lease: &Lease,
-    outcome: &RunOutcome,
-) -> Result<()> {
+pub(super) fn finish(conn: &Connection, lease: &Lease, outcome: &RunOutcome) -> Result<()> {
     let now = now_micros().timestamp_micros();
-    let statement = match outcome {
-        RunOutcome::Succeeded => sqlx::query(
-            "UPDATE runs SET state = 'succeeded', first_failure_at = NULL, last_error = NULL,
-                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?
-             WHERE id = ? AND lease_token = ? AND state = 'running'",
-        )
-        .bind(now),
-        RunOutcome::Retry { at, error } => sqlx::query(
-            "UPDATE runs SET state = 'retrying', next_attempt_at = ?, last_error = ?,
-                 first_failure_at = COALESCE(first_failure_at, ?),
-                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?
-             WHERE id = ? AND lease_token = ? AND state = 'running'",
-        )
-        .bind(at.timestamp_micros())
-        .bind(common::error_json(error)?)
-        .bind(now)
-        .bind(now),
-        RunOutcome::Parked { error } => sqlx::query(
-            "UPDATE runs SET state = 'parked', last_error = ?,
-                 first_failure_at = COALESCE(first_failure_at, ?),
-                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?
-             WHERE id = ? AND lease_token = ? AND state = 'running'",
-        )
-        .bind(common::error_json(error)?)
-        .bind(now)
-        .bind(now),
-    };
-    let updated = statement
-        .bind(lease.run_id.to_string())
-        .bind(lease.token.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
-    if updated.rows_affected() == 0 {
+    let run_id = lease.run_id.to_string();
+    let token = lease.token.to_string();
+    let updated = match outcome {
+        RunOutcome::Succeeded => conn
+            .prepare_cached(
+                "UPDATE runs SET state = 'succeeded', first_failure_at = NULL, last_error = NULL,
+                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?
+                 WHERE id = ? AND lease_token = ? AND state = 'running'",
+            )
+            .and_then(|mut s| s.execute(params![now, run_id, token])),
+        RunOutcome::Retry { at, error } => {
+            let error = common::error_json(error)?;
+            conn.prepare_cached(
+                "UPDATE runs SET state = 'retrying', next_attempt_at = ?, last_error = ?,
+                     first_failure_at = COALESCE(first_failure_at, ?),
+                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?
+                 WHERE id = ? AND lease_token = ? AND state = 'running'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    at.timestamp_micros(),
+                    error,
+                    now,
+                    now,
+                    run_id,
+                    token
+                ])
+            })
+        }
+        RunOutcome::Parked { error } => {
+            let error = common::error_json(error)?;
+            conn.prepare_cached(
+                "UPDATE runs SET state = 'parked', last_error = ?,
+                     first_failure_at = COALESCE(first_failure_at, ?),
+                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?
+                 WHERE id = ? AND lease_token = ? AND state = 'running'",
+            )
+            .and_then(|mut s| s.execute(params![error, now, now, run_id, token]))
+        }
+    }
+    .map_err(sql)?;
+    if updated == 0 {
         return Err(StoreError::LeaseLost(lease.run_id));
     }
     Ok(())
 }
 
-pub(super) async fn release(conn: &mut SqliteConnection, lease: &Lease) -> Result<()> {
+pub(super) fn release(conn: &Connection, lease: &Lease) -> Result<()> {
     let now = now_micros().timestamp_micros();
-    let statement = format!(
-        "UPDATE runs SET state = 'queued', next_attempt_at = ?, attempts = MAX(attempts - 1, 0),
-             {CLEAR_LEASE}, updated_at = ?
-         WHERE id = ? AND lease_token = ? AND state = 'running'"
-    );
-    let updated = sqlx::query(&statement)
-        .bind(now)
-        .bind(now)
-        .bind(lease.run_id.to_string())
-        .bind(lease.token.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
-    if updated.rows_affected() == 0 {
+    let updated = conn
+        .prepare_cached(&format!(
+            "UPDATE runs SET state = 'queued', next_attempt_at = ?,
+                 attempts = MAX(attempts - 1, 0), {CLEAR_LEASE}, updated_at = ?
+             WHERE id = ? AND lease_token = ? AND state = 'running'"
+        ))
+        .and_then(|mut s| {
+            s.execute(params![
+                now,
+                now,
+                lease.run_id.to_string(),
+                lease.token.to_string()
+            ])
+        })
+        .map_err(sql)?;
+    if updated == 0 {
         return Err(StoreError::LeaseLost(lease.run_id));
     }
     Ok(())
 }
 
-pub(super) async fn reap_expired(conn: &mut SqliteConnection) -> Result<u64> {
+pub(super) fn reap_expired(conn: &Connection) -> Result<u64> {
     let now = now_micros().timestamp_micros();
-    let statement = format!(
-        "UPDATE runs SET state = 'queued', {CLEAR_LEASE}, updated_at = ?
-         WHERE state = 'running' AND lease_expires_at < ?"
-    );
-    let updated = sqlx::query(&statement)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
-    Ok(updated.rows_affected())
+    let updated = conn
+        .prepare_cached(&format!(
+            "UPDATE runs SET state = 'queued', {CLEAR_LEASE}, updated_at = ?
+             WHERE state = 'running' AND lease_expires_at < ?"
+        ))
+        .and_then(|mut s| s.execute(params![now, now]))
+        .map_err(sql)?;
+    Ok(updated as u64)
 }
 
 /// Why an update guarded by a state condition changed nothing.
-async fn explain_no_update(conn: &mut SqliteConnection, id: Uuid, action: &str) -> StoreError {
-    let state: std::result::Result<Option<String>, _> =
-        sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await;
+fn explain_no_update(conn: &Connection, id: Uuid, action: &str) -> StoreError {
+    let state: rusqlite::Result<Option<String>> = conn
+        .prepare_cached("SELECT state FROM runs WHERE id = ?")
+        .and_then(|mut s| s.query_row([id.to_string()], |row| row.get(0)).optional());
     match state {
         Ok(None) => StoreError::NotFound(format!("run {id}")),
         Ok(Some(state)) => {
             StoreError::InvalidState(format!("cannot {action} run {id}: it is {state}"))
         }
-        Err(e) => map_error(&e),
+        Err(e) => sql(e),
     }
 }
 
-pub(super) async fn replay(
-    conn: &mut SqliteConnection,
+pub(super) fn replay(
+    conn: &Connection,
     id: Uuid,
-    new_input: Option<Value>,
+    new_input: Option<&serde_json::Value>,
 ) -> Result<()> {
     let now = now_micros().timestamp_micros();
-    let updated = sqlx::query(
-        "UPDATE runs SET state = 'queued', attempts = 0, first_failure_at = NULL,
-             next_attempt_at = ?, updated_at = ?, input = COALESCE(?, input)
-         WHERE id = ? AND state IN ('parked', 'retrying')",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(new_input.as_ref().map(json_text))
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
-    if updated.rows_affected() == 0 {
-        return Err(explain_no_update(conn, id, "replay").await);
+    let updated = conn
+        .prepare_cached(
+            "UPDATE runs SET state = 'queued', attempts = 0, first_failure_at = NULL,
+                 next_attempt_at = ?, updated_at = ?, input = COALESCE(?, input)
+             WHERE id = ? AND state IN ('parked', 'retrying')",
+        )
+        .and_then(|mut s| s.execute(params![now, now, new_input.map(json_text), id.to_string()]))
+        .map_err(sql)?;
+    if updated == 0 {
+        return Err(explain_no_update(conn, id, "replay"));
     }
     if new_input.is_some() {
-        sqlx::query("DELETE FROM steps WHERE run_id = ?")
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| map_error(&e))?;
+        conn.prepare_cached("DELETE FROM steps WHERE run_id = ?")
+            .and_then(|mut s| s.execute([id.to_string()]))
+            .map_err(sql)?;
     }
     Ok(())
 }
 
-pub(super) async fn discard(conn: &mut SqliteConnection, id: Uuid, reason: &str) -> Result<()> {
+pub(super) fn discard(conn: &Connection, id: Uuid, reason: &str) -> Result<()> {
     let now = now_micros().timestamp_micros();
-    let statement = format!(
-        "UPDATE runs SET state = 'discarded', discard_reason = ?, {CLEAR_LEASE}, updated_at = ?
-         WHERE id = ? AND state IN ('parked', 'retrying', 'queued')"
-    );
-    let updated = sqlx::query(&statement)
-        .bind(reason)
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
-    if updated.rows_affected() == 0 {
-        return Err(explain_no_update(conn, id, "discard").await);
+    let updated = conn
+        .prepare_cached(&format!(
+            "UPDATE runs SET state = 'discarded', discard_reason = ?, {CLEAR_LEASE}, updated_at = ?
+             WHERE id = ? AND state IN ('parked', 'retrying', 'queued')"
+        ))
+        .and_then(|mut s| s.execute(params![reason, now, id.to_string()]))
+        .map_err(sql)?;
+    if updated == 0 {
+        return Err(explain_no_update(conn, id, "discard"));
     }
     Ok(())
 }
 
-async fn load_intent(conn: &mut SqliteConnection, key: &BusinessKey) -> Result<Option<Intent>> {
-    let query = format!(
+pub(super) fn load_intent(conn: &Connection, key: &BusinessKey) -> Result<Option<Intent>> {
+    conn.prepare_cached(&format!(
         "SELECT {INTENT_COLUMNS} FROM intents WHERE connection = ? AND kind = ? AND key = ?"
-    );
-    let row = sqlx::query(&query)
-        .bind(&key.connection)
-        .bind(&key.kind)
-        .bind(&key.key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
-    row.as_ref().map(intent_from_row).transpose()
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![key.connection, key.kind, key.key], |row| {
+            Ok(intent_from_row(row))
+        })
+        .optional()
+    })
+    .map_err(sql)?
+    .transpose()
 }
 
-pub(super) async fn begin_intent(
-    conn: &mut SqliteConnection,
+pub(super) fn begin_intent(
+    conn: &Connection,
     key: &BusinessKey,
     run_id: Uuid,
-) -> Result<Intent> {
+) -> Result<BegunIntent> {
     let now = now_micros().timestamp_micros();
-    sqlx::query(
-        "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
-                              created_at, updated_at)
-         VALUES (?, ?, ?, ?, 'pending', NULL, ?, ?)
-         ON CONFLICT (connection, kind, key) DO NOTHING",
-    )
-    .bind(&key.connection)
-    .bind(&key.kind)
-    .bind(&key.key)
-    .bind(run_id.to_string())
-    .bind(now)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
-    load_intent(conn, key)
-        .await?
-        .ok_or_else(|| StoreError::Fatal(format!("intent {key} vanished after insert")))
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
+                                  created_at, updated_at)
+             VALUES (?, ?, ?, ?, 'pending', NULL, ?, ?)
+             ON CONFLICT (connection, kind, key) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                key.connection,
+                key.kind,
+                key.key,
+                run_id.to_string(),
+                now,
+                now
+            ])
+        })
+        .map_err(sql)?;
+    let intent = load_intent(conn, key)?
+        .ok_or_else(|| StoreError::Fatal(format!("intent {key} vanished after insert")))?;
+    Ok(BegunIntent {
+        intent,
+        inserted: inserted == 1,
+    })
 }
 
-pub(super) async fn link_intent(
-    conn: &mut SqliteConnection,
-    key: &BusinessKey,
-    external_id: &str,
-) -> Result<()> {
+pub(super) fn link_intent(conn: &Connection, key: &BusinessKey, external_id: &str) -> Result<()> {
     let now = now_micros().timestamp_micros();
-    match load_intent(conn, key).await? {
+    match load_intent(conn, key)? {
         None => {
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
                                       created_at, updated_at)
                  VALUES (?, ?, ?, ?, 'linked', ?, ?, ?)",
             )
-            .bind(&key.connection)
-            .bind(&key.kind)
-            .bind(&key.key)
-            .bind(Uuid::nil().to_string())
-            .bind(external_id)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| map_error(&e))?;
+            .and_then(|mut s| {
+                s.execute(params![
+                    key.connection,
+                    key.kind,
+                    key.key,
+                    Uuid::nil().to_string(),
+                    external_id,
+                    now,
+                    now
+                ])
+            })
+            .map_err(sql)?;
             Ok(())
         }
         Some(Intent {
             state: IntentState::Pending,
             ..
         }) => {
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE intents SET state = 'linked', external_id = ?, updated_at = ?
                  WHERE connection = ? AND kind = ? AND key = ?",
             )
-            .bind(external_id)
-            .bind(now)
-            .bind(&key.connection)
-            .bind(&key.kind)
-            .bind(&key.key)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| map_error(&e))?;
+            .and_then(|mut s| {
+                s.execute(params![external_id, now, key.connection, key.kind, key.key])
+            })
+            .map_err(sql)?;
             Ok(())
         }
         Some(Intent {
@@ -500,40 +490,43 @@ pub(super) async fn link_intent(
     }
 }
 
-pub(super) async fn set_cursor(conn: &mut SqliteConnection, name: &str, value: &str) -> Result<()> {
-    sqlx::query(
+pub(super) fn set_cursor(conn: &Connection, name: &str, value: &str) -> Result<()> {
+    conn.prepare_cached(
         "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
     )
-    .bind(name)
-    .bind(value)
-    .bind(now_micros().timestamp_micros())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| map_error(&e))?;
+    .and_then(|mut s| s.execute(params![name, value, now_micros().timestamp_micros()]))
+    .map_err(sql)?;
     Ok(())
 }
 
-pub(super) async fn audit(conn: &mut SqliteConnection, entry: NewAudit) -> Result<AuditRecord> {
-    let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
+pub(super) fn audit(conn: &Connection, entry: NewAudit) -> Result<AuditRecord> {
+    let last: Option<(i64, String)> = conn
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| {
+            s.query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(sql)?;
     let (seq, prev_hash) = match last {
-        Some(row) => (get::<i64>(&row, "seq")? + 1, get::<String>(&row, "hash")?),
+        Some((seq, hash)) => (seq + 1, hash),
         None => (1, GENESIS_HASH.to_owned()),
     };
     let at = now_micros();
     let hash = audit_hash(&prev_hash, seq, at, &entry);
-    sqlx::query("INSERT INTO audit (seq, at, entry, prev_hash, hash) VALUES (?, ?, ?, ?, ?)")
-        .bind(seq)
-        .bind(at.timestamp_micros())
-        .bind(canonical_entry(&entry))
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| map_error(&e))?;
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, at, entry, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            seq,
+            at.timestamp_micros(),
+            canonical_entry(&entry),
+            prev_hash,
+            hash
+        ])
+    })
+    .map_err(sql)?;
     Ok(AuditRecord {
         seq,
         at,

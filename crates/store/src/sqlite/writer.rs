@@ -1,8 +1,9 @@
 //! The SQLite group-commit writer.
 //!
-//! One dedicated thread owns the only write connection. Callers send it
-//! jobs over a channel; it takes everything pending (up to `max_batch`),
-//! runs the jobs in one transaction, commits once (one fsync for the whole
+//! One dedicated thread owns the only write connection and calls SQLite
+//! directly (no per-statement hop to another thread). Callers send it jobs
+//! over a channel; it takes everything pending (up to `max_batch`), runs
+//! the jobs in one transaction, commits once (one fsync for the whole
 //! batch) and only then answers each caller.
 //!
 //! Each job keeps its own all-or-nothing effect inside the shared
@@ -14,18 +15,11 @@
 //! commit itself fails, the whole batch is rolled back and every caller in
 //! it hears [`StoreError::Unavailable`]: nothing of the batch is on disk.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::ConnectOptions;
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::map_error;
 use crate::{Result, StoreError};
-
-/// The future a write job returns; it borrows the write connection.
-pub(crate) type JobFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 
 /// How a job protects its all-or-nothing effect within the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +48,7 @@ trait Job: Send {
     fn atomicity(&self) -> Atomicity;
 
     /// Runs the work on `conn`, keeping its result for the reply.
-    fn apply<'c>(
-        &'c mut self,
-        conn: &'c mut SqliteConnection,
-    ) -> Pin<Box<dyn Future<Output = Applied> + Send + 'c>>;
+    fn apply(&mut self, conn: &Connection) -> Applied;
 
     /// Answers the caller: the job's own result if the batch committed,
     /// else `Unavailable` with the reason.
@@ -74,29 +65,24 @@ struct WriteJob<T, F> {
 impl<T, F> Job for WriteJob<T, F>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> JobFuture<'c, T> + Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
 {
     fn atomicity(&self) -> Atomicity {
         self.atomicity
     }
 
-    fn apply<'c>(
-        &'c mut self,
-        conn: &'c mut SqliteConnection,
-    ) -> Pin<Box<dyn Future<Output = Applied> + Send + 'c>> {
-        Box::pin(async move {
-            let Some(work) = self.work.take() else {
-                return Applied::Broken("write job ran twice".to_owned());
-            };
-            let outcome = work(conn).await;
-            let applied = match &outcome {
-                Ok(_) => Applied::Done,
-                Err(StoreError::Unavailable(reason)) => Applied::Broken(reason.clone()),
-                Err(_) => Applied::Refused,
-            };
-            self.outcome = Some(outcome);
-            applied
-        })
+    fn apply(&mut self, conn: &Connection) -> Applied {
+        let Some(work) = self.work.take() else {
+            return Applied::Broken("write job ran twice".to_owned());
+        };
+        let outcome = work(conn);
+        let applied = match &outcome {
+            Ok(_) => Applied::Done,
+            Err(StoreError::Unavailable(reason)) => Applied::Broken(reason.clone()),
+            Err(_) => Applied::Refused,
+        };
+        self.outcome = Some(outcome);
+        applied
     }
 
     fn reply(self: Box<Self>, committed: Result<(), String>) {
@@ -111,6 +97,9 @@ where
     }
 }
 
+/// Opens the write connection (again, after it broke).
+pub(crate) type Opener = Box<dyn Fn() -> Result<Connection> + Send>;
+
 /// The callers' handle on the writer.
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
@@ -120,32 +109,17 @@ pub(crate) struct WriterHandle {
 impl WriterHandle {
     /// Starts the writer thread on `conn` (already migrated). It stops when
     /// the last handle is dropped.
-    pub(crate) fn spawn(
-        options: SqliteConnectOptions,
-        conn: SqliteConnection,
-        max_batch: usize,
-    ) -> Self {
+    pub(crate) fn spawn(open: Opener, conn: Connection, max_batch: usize) -> Self {
         let max_batch = max_batch.max(1);
         let (jobs, receiver) = mpsc::channel(max_batch * 16);
         let writer = Writer {
-            options,
+            open,
             conn: Some(conn),
             max_batch,
         };
-        // The writer gets its own thread and single-threaded runtime, so a
-        // busy application runtime never delays a batch (each statement
-        // round trip would otherwise wait for a free worker).
         let spawned = std::thread::Builder::new()
             .name("ledgerbridge-sqlite-writer".to_owned())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(writer.run(receiver)),
-                    Err(e) => tracing::error!(error = %e, "cannot start the sqlite writer"),
-                }
-            });
+            .spawn(move || writer.run(receiver));
         if let Err(e) = spawned {
             // The receiver went with the closure: writes report Unavailable.
             tracing::error!(error = %e, "cannot start the sqlite writer thread");
@@ -158,7 +132,7 @@ impl WriterHandle {
     pub(crate) async fn write<T, F>(&self, atomicity: Atomicity, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> JobFuture<'c, T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(WriteJob {
@@ -174,23 +148,30 @@ impl WriterHandle {
 }
 
 struct Writer {
-    options: SqliteConnectOptions,
+    open: Opener,
     /// `None` after the connection broke; reopened at the next batch.
-    conn: Option<SqliteConnection>,
+    conn: Option<Connection>,
     max_batch: usize,
 }
 
 /// Why a batch was abandoned.
 enum Abort {
-    Sql(sqlx::Error),
+    Sql(rusqlite::Error),
     Job(String),
 }
 
 impl Writer {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
+    fn run(mut self, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
         let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(self.max_batch);
-        while receiver.recv_many(&mut batch, self.max_batch).await > 0 {
-            let committed = self.run_batch(&mut batch).await;
+        while let Some(first) = receiver.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let committed = self.run_batch(&mut batch);
             if let Err(reason) = &committed {
                 tracing::warn!(jobs = batch.len(), %reason, "sqlite write batch failed");
             }
@@ -198,41 +179,30 @@ impl Writer {
                 job.reply(committed.clone());
             }
         }
-        if let Some(conn) = self.conn.take() {
-            let _ = sqlx::Connection::close(conn).await;
-        }
     }
 
     /// Applies the batch in one transaction. `Err` means nothing committed.
-    async fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+    fn run_batch(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
         if self.conn.is_none() {
-            match self.options.connect().await {
+            match (self.open)() {
                 Ok(conn) => self.conn = Some(conn),
-                Err(e) => return Err(format!("cannot reopen the database: {}", map_error(&e))),
+                Err(e) => return Err(format!("cannot reopen the database: {e}")),
             }
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_ref() else {
             return Err("no database connection".to_owned());
         };
-        let abort = match apply_batch(conn, batch).await {
+        let abort = match apply_batch(conn, batch) {
             Ok(()) => return Ok(()),
             Err(abort) => abort,
         };
         // Leave no transaction open; if even that fails, start afresh.
-        let rolled_back = match exec(conn, "ROLLBACK").await {
-            Ok(()) => true,
-            Err(e) => e.to_string().contains("no transaction is active"),
-        };
+        let rolled_back = conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok();
         let detail = match abort {
-            Abort::Sql(error) => {
-                if is_broken(&error) {
-                    self.conn = None;
-                }
-                match map_error(&error) {
-                    StoreError::Unavailable(text) | StoreError::Fatal(text) => text,
-                    other => other.to_string(),
-                }
-            }
+            Abort::Sql(error) => match map_error(&error) {
+                StoreError::Unavailable(text) | StoreError::Fatal(text) => text,
+                other => other.to_string(),
+            },
             Abort::Job(reason) => reason,
         };
         if !rolled_back {
@@ -242,53 +212,38 @@ impl Writer {
     }
 }
 
-async fn apply_batch(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>]) -> Result<(), Abort> {
-    exec(conn, "BEGIN IMMEDIATE").await.map_err(Abort::Sql)?;
-    // Savepoints are released lazily, merged with the next one's opening,
-    // to save a round trip per job; COMMIT releases the last.
+fn apply_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Abort> {
+    exec(conn, "BEGIN IMMEDIATE")?;
+    // Savepoints are released lazily, merged with the next one's opening;
+    // COMMIT releases the last.
     let mut savepoint_open = false;
     for job in batch.iter_mut() {
         let wrapped = job.atomicity() == Atomicity::Savepoint;
         if wrapped {
-            let open = if savepoint_open {
-                "RELEASE job; SAVEPOINT job"
-            } else {
-                "SAVEPOINT job"
-            };
-            exec(conn, open).await.map_err(Abort::Sql)?;
+            if savepoint_open {
+                exec(conn, "RELEASE job")?;
+            }
+            exec(conn, "SAVEPOINT job")?;
             savepoint_open = true;
         }
-        match job.apply(conn).await {
+        match job.apply(conn) {
             Applied::Done => {}
             Applied::Refused if wrapped => {
-                exec(conn, "ROLLBACK TO job; RELEASE job")
-                    .await
-                    .map_err(Abort::Sql)?;
+                exec(conn, "ROLLBACK TO job")?;
+                exec(conn, "RELEASE job")?;
                 savepoint_open = false;
             }
             Applied::Refused => {}
             Applied::Broken(reason) => return Err(Abort::Job(reason)),
         }
     }
-    exec(conn, "COMMIT").await.map_err(Abort::Sql)
+    exec(conn, "COMMIT")
 }
 
-/// Runs fixed SQL. A named function with an explicit lifetime (rather than
-/// inline `execute` calls) keeps the writer future `Send`.
-fn exec<'c>(
-    conn: &'c mut SqliteConnection,
-    sql: &'static str,
-) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>> {
-    Box::pin(async move {
-        sqlx::Executor::execute(conn, sql).await?;
-        Ok(())
-    })
-}
-
-/// Errors after which the connection itself should not be trusted.
-fn is_broken(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::PoolClosed
-    )
+/// Runs fixed SQL through the statement cache.
+fn exec(conn: &Connection, sql: &'static str) -> Result<(), Abort> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(|_| ())
+        .map_err(Abort::Sql)
 }
