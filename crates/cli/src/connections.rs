@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ledgerbridge_connectors::kashflow::{KashFlowClient, KashFlowConfig};
 use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
-use ledgerbridge_connectors::xconnect::XConnectConfig;
+use ledgerbridge_connectors::xconnect::{XConnectClient, XConnectConfig};
 use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
 use ledgerbridge_engine::FlowRegistry;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,8 @@ pub struct FlowsConfig {
 pub const KASHFLOW_CONNECTION: &str = "kashflow";
 /// The name of the OrderCloud connection.
 pub const ORDERCLOUD_CONNECTION: &str = "ordercloud";
+/// The name of the xConnect connection.
+pub const XCONNECT_CONNECTION: &str = "xconnect";
 
 /// Builds every flow whose connections are configured.
 pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
@@ -50,14 +52,20 @@ pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
                 .context("[connections.kashflow]")?;
             let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
                 .context("[connections.ordercloud]")?;
-            flows.register(Arc::new(OrderToInvoice::new(
+            let mut flow = OrderToInvoice::new(
                 settings.clone(),
                 kashflow,
                 KASHFLOW_CONNECTION,
                 &kf.base_url,
                 ordercloud,
                 &oc.base_url,
-            )));
+            );
+            if let Some(xc) = &connections.xconnect {
+                let xconnect = XConnectClient::new(XCONNECT_CONNECTION, xc.clone())
+                    .context("[connections.xconnect]")?;
+                flow = flow.with_xconnect(xconnect);
+            }
+            flows.register(Arc::new(flow));
         }
     }
     Ok(flows)

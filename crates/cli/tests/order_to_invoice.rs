@@ -186,3 +186,148 @@ async fn unknown_products_park_when_configured_to() {
     assert_eq!(invoices.len() + parked.len(), orders.len());
     assert!(engine.sigterm().success());
 }
+
+/// An order completed in OrderCloud maps to a paid invoice (default
+/// `status_map`: `Completed` → paid): its `complete` event settles the
+/// invoice the `submit` event created — one payment for the gross amount,
+/// recorded once even when the event is delivered twice — and the order's
+/// `xp.InvoiceStatus` says `Paid`. With an xConnect connection every buyer
+/// becomes one contact; a buyer who already has one (xConnect answers 409)
+/// is linked, not duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_orders_are_paid_once_and_buyers_become_xconnect_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/engine.db", dir.path().display());
+    let target = Target::start().await;
+    let orders = target.place_orders(3, "SO-PAID").await;
+    let oc = target.orders();
+    let client = reqwest::Client::new();
+
+    // One buyer is already an xConnect contact.
+    let known_user = oc[&orders[0]]["FromUserID"].as_str().unwrap().to_owned();
+    let created = client
+        .post(format!("{}/xconnect/contacts", target.base()))
+        .json(&serde_json::json!({
+            "Identifiers": [{"Source": "ordercloud", "Identifier": known_user, "IdentifierType": "Known"}],
+            "PersonalInformation": {"FirstName": "Known", "LastName": "Buyer"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+
+    // The second order is completed in OrderCloud (admin token).
+    let token: Value = client
+        .post(format!("{}/ordercloud/oauth/token", target.base()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "ledgerbridge-sim-client"),
+            ("client_secret", "sim-secret"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap().to_owned();
+    let completed = client
+        .post(format!(
+            "{}/ordercloud/v1/orders/Incoming/{}/complete",
+            target.base(),
+            orders[1]
+        ))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        completed.status().is_success(),
+        "{}",
+        completed.text().await.unwrap()
+    );
+
+    let mut spec = EngineSpec::new(&database, dir.path());
+    spec.extra = format!(
+        "[connections.xconnect]\nbase_url = \"{}/xconnect\"\n",
+        target.base()
+    );
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    for order in &orders {
+        let body = submit_envelope(order, &format!("submit-{order}"));
+        deliver(&client, &spec.base(), &body).await;
+    }
+    wait_done(&database, 3).await;
+    // The `complete` event, twice (two deliveries with different LogIDs,
+    // as a resend by hand would be).
+    for log in ["complete-1", "complete-2"] {
+        let body = submit_envelope(&orders[1], log).replace("/submit", "/complete");
+        deliver(&client, &spec.base(), &body).await;
+    }
+    wait_done(&database, 5).await;
+    let counts = run_counts(&database).await;
+    assert_eq!(counts.get("succeeded"), Some(&5), "{counts:?}");
+
+    target.assert_exactly_one_invoice_each(&orders);
+    let invoices = target.sandbox.kashflow.snapshot();
+    let oc = target.orders();
+    for (i, order) in orders.iter().enumerate() {
+        let invoice = invoices["Invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|inv| inv["CustomerReference"] == order.as_str())
+            .unwrap();
+        let payments = invoice["PaymentLines"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if i == 1 {
+            assert_eq!(payments.len(), 1, "{invoice:#}");
+            assert_eq!(
+                payments[0]["Reference"],
+                format!("ledgerbridge:order:{order}").as_str()
+            );
+            assert_eq!(dec(&payments[0]["Amount"]), dec(&invoice["GrossAmount"]));
+            assert_eq!(oc[order]["xp"]["InvoiceStatus"], "Paid");
+        } else {
+            assert!(payments.is_empty(), "{invoice:#}");
+            assert_eq!(oc[order]["xp"]["InvoiceStatus"], "Invoiced");
+        }
+    }
+
+    // One contact per buyer; the known buyer's contact was linked.
+    let contacts = target.sandbox.xconnect.snapshot();
+    let contacts = contacts["contacts"].as_array().unwrap();
+    let mut buyers: Vec<&str> = orders
+        .iter()
+        .map(|o| oc[o]["FromUserID"].as_str().unwrap())
+        .collect();
+    buyers.sort();
+    buyers.dedup();
+    assert_eq!(contacts.len(), buyers.len(), "{contacts:#?}");
+    let store = ledgerbridge_store::open(&database).await.unwrap();
+    let runs = store
+        .list_runs(&RunFilter {
+            state: Some(RunState::Succeeded),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    let first = runs
+        .iter()
+        .find(|r| {
+            r.input
+                .to_string()
+                .contains(&format!("submit-{}", orders[0]))
+        })
+        .expect("the first order's run");
+    let journal = store.run(first.id).await.unwrap().unwrap().journal;
+    let contact = journal
+        .iter()
+        .find(|s| s.step == "contact")
+        .expect("contact step");
+    assert_eq!(contact.output["linked"], true, "{:?}", contact.output);
+    engine.sigterm();
+}

@@ -11,6 +11,7 @@ use ledgerbridge_connectors::kashflow::KashFlowConfig;
 use ledgerbridge_connectors::ordercloud::{
     OrderCloudClient, OrderCloudConfig, Webhook, WebhookRoute,
 };
+use ledgerbridge_connectors::xconnect::XConnectConfig;
 use ledgerbridge_sandbox::driver::{self, DriverConfig, DriverCredentials, DriverReport};
 use ledgerbridge_sandbox::RunningSandbox;
 use ledgerbridge_server::OrderCloudSource;
@@ -49,6 +50,7 @@ pub struct DemoArgs {
 
 const DEMO_HASH_KEY: &str = "ledgerbridge-demo-hash-key";
 const SUBMIT_ROUTE: &str = "v1/orders/{direction}/{orderID}/submit";
+const COMPLETE_ROUTE: &str = "v1/orders/{direction}/{orderID}/complete";
 
 /// Runs the storefront driver against a sandbox and prints its report.
 pub async fn drive(
@@ -140,6 +142,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         "",
     );
     config.connections.ordercloud = Some(oc_config.clone());
+    config.connections.xconnect = Some(XConnectConfig::new(sandbox.xconnect_url()));
     config.sources.ordercloud.insert(
         "demo".to_owned(),
         OrderCloudSource {
@@ -159,10 +162,15 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
             name: Some("Ledgerbridge: order submitted".to_owned()),
             url: Some(format!("http://{}/webhooks/ordercloud/demo", app.addr)),
             hash_key: Some(DEMO_HASH_KEY.into()),
-            webhook_routes: Some(vec![WebhookRoute {
-                route: Some(SUBMIT_ROUTE.to_owned()),
-                verb: Some("POST".to_owned()),
-            }]),
+            webhook_routes: Some(
+                [SUBMIT_ROUTE, COMPLETE_ROUTE]
+                    .into_iter()
+                    .map(|route| WebhookRoute {
+                        route: Some(route.to_owned()),
+                        verb: Some("POST".to_owned()),
+                    })
+                    .collect(),
+            ),
             ..Webhook::default()
         })
         .await

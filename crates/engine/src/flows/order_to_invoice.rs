@@ -2,16 +2,25 @@
 //! KashFlow sales invoice, and the order is marked with the invoice number.
 //!
 //! Steps (each journaled; a resumed run skips the ones done):
-//! 1. `get_order` — the order named by the webhook (`RouteParams.orderID`);
-//! 2. `get_lines` — all its line items, every page;
-//! 3. `customer` — find or create the KashFlow customer (code derived from
+//! 1. `get_order` — the order named by the webhook (`RouteParams.orderID`)
+//!    and all its line items (every page), fetched side by side;
+//! 2. `customer` — find or create the KashFlow customer (code derived from
 //!    the OrderCloud user; name = first + last; billing address in lines);
+//! 3. `contact` (only with an xConnect connection) — the buyer as an
+//!    xConnect contact identified by the OrderCloud user id; a duplicate
+//!    (409) is found and linked;
 //! 4. `invoice` — create the invoice once (business key = order id, also
 //!    sent as `CustomerReference`, which is how an uncertain create is found
 //!    again); lines with VAT by tax class and country, nominal codes from
 //!    KashFlow's products or the default, the order's currency with its
 //!    exchange rate;
-//! 5. `mark_order` — PATCH the order's `xp` with the invoice number.
+//! 5. `mark_order` — the order's status mapped to an invoice state
+//!    (`status_map`, default `Completed` → paid; a paid order gets one
+//!    payment for the invoice's outstanding amount, recorded once), then
+//!    PATCH the order's `xp` with the invoice number and that state.
+//!
+//! Runs start on `submit` and on `complete` of an order: the second run
+//! finds the invoice in the ledger and only settles and marks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,9 +30,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledgerbridge_connectors::kashflow::{
     Address as KfAddress, Contact, Currency, Customer, Invoice, KashFlowClient, LineItem as KfLine,
-    Product,
+    PaymentLine, Product,
 };
 use ledgerbridge_connectors::ordercloud::{Address, Direction, LineItem, Order, OrderCloudClient};
+use ledgerbridge_connectors::xconnect::{NewContact, XConnectClient};
 use ledgerbridge_core::{BusinessKey, ErrorClass, Failure};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
@@ -79,6 +89,33 @@ pub struct OrderToInvoiceSettings {
     pub payment_terms_days: i64,
     /// How long KashFlow's product list is cached.
     pub product_cache_secs: u64,
+    /// OrderCloud order status → invoice state (`paid` or `unpaid`);
+    /// statuses not listed leave the invoice unpaid.
+    pub status_map: BTreeMap<String, InvoiceState>,
+    /// KashFlow payment method of payments for paid orders.
+    pub payment_method_id: Option<i64>,
+    /// KashFlow bank account those payments go to.
+    pub bank_account_id: Option<i64>,
+}
+
+/// The state an order's status maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceState {
+    /// Invoiced, payment outstanding.
+    Unpaid,
+    /// Paid in full: a payment is recorded against the invoice.
+    Paid,
+}
+
+impl InvoiceState {
+    /// The word written to the order's `xp.InvoiceStatus`.
+    pub fn xp_status(self) -> &'static str {
+        match self {
+            InvoiceState::Unpaid => "Invoiced",
+            InvoiceState::Paid => "Paid",
+        }
+    }
 }
 
 impl Default for OrderToInvoiceSettings {
@@ -109,6 +146,9 @@ impl Default for OrderToInvoiceSettings {
             unknown_product: UnknownProduct::DefaultNominal,
             payment_terms_days: 30,
             product_cache_secs: 60,
+            status_map: BTreeMap::from([("Completed".to_owned(), InvoiceState::Paid)]),
+            payment_method_id: None,
+            bank_account_id: None,
         }
     }
 }
@@ -136,6 +176,8 @@ pub struct OrderToInvoice {
     ordercloud_url: String,
     version: String,
     triggers: Vec<Trigger>,
+    steps: Vec<&'static str>,
+    xconnect: Option<XConnectClient>,
     products: Mutex<Option<(Instant, ProductIndex)>>,
 }
 
@@ -166,12 +208,108 @@ impl OrderToInvoice {
             ordercloud,
             ordercloud_url: ordercloud_url.trim_end_matches('/').to_owned(),
             version: format!("2+{digest}"),
-            triggers: vec![Trigger::OrderCloud {
-                route: "v1/orders/{direction}/{orderID}/submit".to_owned(),
-                verb: "POST".to_owned(),
-            }],
+            triggers: ["submit", "complete"]
+                .into_iter()
+                .map(|action| Trigger::OrderCloud {
+                    route: format!("v1/orders/{{direction}}/{{orderID}}/{action}"),
+                    verb: "POST".to_owned(),
+                })
+                .collect(),
+            steps: vec!["get_order", "customer", "invoice", "mark_order"],
+            xconnect: None,
             products: Mutex::new(None),
         }
+    }
+
+    /// Also keeps the buyer as an xConnect contact (step `contact`).
+    pub fn with_xconnect(mut self, xconnect: XConnectClient) -> Self {
+        self.xconnect = Some(xconnect);
+        self.steps = vec!["get_order", "customer", "contact", "invoice", "mark_order"];
+        self.version.push_str("+xc");
+        self
+    }
+
+    /// The order's status mapped to an invoice state; a paid order gets
+    /// one payment for what the invoice still owes, recorded once.
+    async fn settle(&self, ctx: &mut StepCtx<'_>, order: &Order) -> Result<Value, Failure> {
+        let status = order.status.clone().unwrap_or_default();
+        let state = self
+            .settings
+            .status_map
+            .get(&status)
+            .copied()
+            .unwrap_or(InvoiceState::Unpaid);
+        if state == InvoiceState::Unpaid {
+            return Ok(json!({"state": state, "status": status}));
+        }
+        let number: i64 = ctx
+            .output("invoice")?
+            .get("number")
+            .and_then(|n| n.as_str().and_then(|s| s.parse().ok()).or(n.as_i64()))
+            .ok_or_else(|| {
+                Failure::new(ErrorClass::Unknown, "the invoice step recorded no number")
+            })?;
+        let order_id = order.id.clone().unwrap_or_default();
+        let reference = format!("ledgerbridge:order:{order_id}");
+        let key = BusinessKey::new(
+            &self.kashflow_connection,
+            "payment",
+            format!("order:{order_id}"),
+        );
+        let planned = PlannedRequest {
+            step: ctx.step.to_owned(),
+            method: "PUT".to_owned(),
+            url: format!("{}/invoices/{number}", self.kashflow_url),
+            body: Some(json!({"PaymentLines": [{"Reference": reference}]})),
+        };
+        let kashflow = &self.kashflow;
+        let settings = &self.settings;
+        let reference_ref = &reference;
+        let date = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+        let note = format!("Order {status} in OrderCloud");
+        let paid = ctx
+            .write_once(
+                key,
+                planned,
+                || async move {
+                    let invoice = kashflow.get_invoice(number).await?;
+                    Ok(invoice.and_then(|i| {
+                        i.payment_lines
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|p| p.reference.as_deref() == Some(reference_ref))
+                            .then(|| reference_ref.clone())
+                    }))
+                },
+                || async move {
+                    let invoice = kashflow.get_invoice(number).await?.ok_or_else(|| {
+                        Failure::new(
+                            ErrorClass::NotFound,
+                            format!("KashFlow has no invoice {number} to pay"),
+                        )
+                    })?;
+                    let outstanding = invoice
+                        .due_amount
+                        .or(invoice.gross_amount)
+                        .unwrap_or_default();
+                    if outstanding <= Decimal::ZERO {
+                        return Ok(format!("{reference_ref} (nothing due)"));
+                    }
+                    let payment = PaymentLine {
+                        date: Some(date),
+                        amount: Some(outstanding),
+                        method: settings.payment_method_id,
+                        account_id: settings.bank_account_id,
+                        reference: Some(reference_ref.clone()),
+                        note: Some(note),
+                        ..PaymentLine::default()
+                    };
+                    kashflow.add_payment(number, payment).await?;
+                    Ok(reference_ref.clone())
+                },
+            )
+            .await?;
+        Ok(json!({"state": state, "status": status, "payment": paid}))
     }
 
     async fn products(&self) -> Result<ProductIndex, Failure> {
@@ -558,7 +696,7 @@ impl Flow for OrderToInvoice {
     }
 
     fn steps(&self) -> &[&'static str] {
-        &["get_order", "customer", "invoice", "mark_order"]
+        &self.steps
     }
 
     async fn run_step(&self, step: &str, ctx: &mut StepCtx<'_>) -> Result<Value, Failure> {
@@ -624,6 +762,42 @@ impl Flow for OrderToInvoice {
                     )
                     .await?;
                 Ok(json!({ "code": linked }))
+            }
+            "contact" => {
+                let Some(xconnect) = &self.xconnect else {
+                    return Ok(json!({"skipped": "no xConnect connection"}));
+                };
+                let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
+                let user = order.from_user.clone().unwrap_or_default();
+                let user_id = order
+                    .from_user_id
+                    .clone()
+                    .or(user.id.clone())
+                    .ok_or_else(|| Failure::validation("the order has no FromUserID"))?;
+                let contact = NewContact {
+                    source: "ordercloud",
+                    identifier: &user_id,
+                    first_name: user.first_name.as_deref().unwrap_or_default(),
+                    last_name: user.last_name.as_deref().unwrap_or_default(),
+                    email: user.email.as_deref(),
+                };
+                if ctx.mode == Mode::DryRun {
+                    if let Some(found) = xconnect.find_contact("ordercloud", &user_id).await? {
+                        return Ok(json!({"contact": found, "linked": true}));
+                    }
+                    ctx.plan(
+                        "POST",
+                        "xconnect:/contacts",
+                        Some(json!({"identifier": user_id})),
+                    );
+                    return Ok(json!({"contact": null}));
+                }
+                // Idempotent by itself: a repeat (or a duplicate made by
+                // someone else) answers 409 and is found and linked.
+                let (id, how) = xconnect.create_or_link_contact(contact).await?;
+                Ok(
+                    json!({"contact": id, "linked": how == ledgerbridge_connectors::xconnect::ContactLink::Linked}),
+                )
             }
             "invoice" => {
                 let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
@@ -692,9 +866,17 @@ impl Flow for OrderToInvoice {
                     Some(Ok(n)) => Value::from(n),
                     _ => number,
                 };
+                // Settle first: a payment made here is linked even if the
+                // patch below fails, so the retry only patches.
+                let settled = self.settle(ctx, &order).await?;
+                let state: InvoiceState = settled
+                    .get("state")
+                    .cloned()
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or(InvoiceState::Unpaid);
                 let patch = json!({"xp": {
                     "KashFlowInvoiceNumber": number,
-                    "InvoiceStatus": "Invoiced",
+                    "InvoiceStatus": state.xp_status(),
                     "LedgerbridgeRunID": ctx.run.id.to_string(),
                 }});
                 if ctx.mode == Mode::DryRun {
@@ -707,12 +889,12 @@ impl Flow for OrderToInvoice {
                         ),
                         Some(patch),
                     );
-                    return Ok(json!({"patched": false}));
+                    return Ok(json!({"patched": false, "settled": settled}));
                 }
                 self.ordercloud
                     .patch_order(direction, &order_id, &patch)
                     .await?;
-                Ok(json!({"patched": true}))
+                Ok(json!({"patched": true, "settled": settled}))
             }
             other => Err(Failure::new(
                 ErrorClass::Unknown,

@@ -259,6 +259,7 @@ impl WebhookSeed {
             hash_key: Some(hash_key.to_owned()),
             routes: vec![
                 route("v1/orders/{direction}/{orderID}/submit", "POST"),
+                route("v1/orders/{direction}/{orderID}/complete", "POST"),
                 route("v1/buyers/{buyerID}/users", "POST"),
                 route("v1/buyers/{buyerID}/users/{userID}", "PATCH"),
                 route("v1/buyers/{buyerID}/users/{userID}", "PUT"),
