@@ -11,6 +11,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest webhook body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// A webhook body must arrive within this many seconds of its headers;
+    /// a slower one gets 408, so trickling senders cannot hold connections.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -18,6 +21,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".to_owned(),
             max_body_bytes: 1024 * 1024,
+            body_timeout_secs: 10,
         }
     }
 }

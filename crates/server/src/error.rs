@@ -27,6 +27,12 @@ pub enum ApiError {
     /// Wrong `Content-Type`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The body is larger than accepted.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The store cannot take writes now; the sender should retry.
     #[error("store unavailable")]
     Unavailable,
@@ -60,6 +66,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -38,7 +38,10 @@ pub struct AppState {
 pub fn router(state: AppState, config: &ServerConfig) -> Router {
     Router::new()
         .merge(api::health::router())
-        .merge(api::webhooks::router(config.max_body_bytes))
+        .merge(api::webhooks::router(
+            config.max_body_bytes,
+            std::time::Duration::from_secs(config.body_timeout_secs.max(1)),
+        ))
         .merge(api::runs::router())
         .fallback(api::not_found)
         .with_state(state)

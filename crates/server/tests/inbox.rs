@@ -41,6 +41,7 @@ impl Flow for TestFlow {
 
 struct Inbox {
     base: String,
+    addr: std::net::SocketAddr,
     store: Arc<dyn Store>,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -85,6 +86,7 @@ async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Inbox {
     let config = ServerConfig {
         listen: "127.0.0.1:0".to_owned(),
         max_body_bytes: 64 * 1024,
+        body_timeout_secs: 1,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -93,6 +95,7 @@ async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Inbox {
     });
     Inbox {
         base: format!("http://{addr}"),
+        addr,
         store,
         client: reqwest::Client::new(),
         _dir: dir,
@@ -124,11 +127,21 @@ fn submit_body(order: &str, log_id: &str) -> String {
 
 impl Inbox {
     async fn post_oc(&self, body: &str, hash: Option<String>, content_type: &str) -> (u16, Value) {
+        self.post_oc_bytes(body.as_bytes(), hash, content_type)
+            .await
+    }
+
+    async fn post_oc_bytes(
+        &self,
+        body: &[u8],
+        hash: Option<String>,
+        content_type: &str,
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .post(format!("{}/webhooks/ordercloud/shop", self.base))
             .header("content-type", content_type)
-            .body(body.to_owned());
+            .body(body.to_vec());
         if let Some(hash) = hash {
             request = request.header("X-oc-hash", hash);
         }
@@ -474,4 +487,109 @@ async fn store_unavailable_answers_503_then_recovers() {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&admin)
         .await;
+}
+
+/// A sender that trickles its body (slowloris) is cut off with 408 once
+/// the body deadline passes; nothing is stored, and the same delivery
+/// sent properly afterwards is accepted.
+#[tokio::test]
+async fn slow_bodies_get_408_and_nothing_is_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let inbox = start().await;
+    let body = submit_body("SO-SLOW", "log-slow");
+    let hash = ordercloud_hash(HASH_KEY, body.as_bytes());
+    let mut stream = tokio::net::TcpStream::connect(inbox.addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/ordercloud/shop HTTP/1.1\r\nHost: inbox\r\n\
+         Content-Type: application/json\r\nX-oc-hash: {hash}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    // Keep trickling a byte every 300 ms, well past the 1 s deadline.
+    for byte in &body.as_bytes()[10..16] {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 1 s"), "{answer}");
+    assert_eq!(inbox.runs().await, 0);
+
+    let (status, _) = inbox.post_oc(&body, Some(hash), "application/json").await;
+    assert_eq!(status, 200);
+    assert_eq!(inbox.runs().await, 1);
+}
+
+/// A flood of concurrent copies of one delivery stores one event and one
+/// run; every copy is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_floods_store_one_event() {
+    let inbox = Arc::new(start().await);
+    let body = submit_body("SO-FLOOD", "log-flood");
+    let hash = ordercloud_hash(HASH_KEY, body.as_bytes());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let inbox = inbox.clone();
+        let body = body.clone();
+        let hash = hash.clone();
+        tasks.spawn(async move { inbox.post_oc(&body, Some(hash), "application/json").await.0 });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(status) = tasks.join_next().await {
+        *statuses.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    assert!(
+        statuses.keys().all(|s| (200..300).contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(inbox.runs().await, 1);
+}
+
+/// Correctly signed but hostile bodies — invalid UTF-8, nesting deeper
+/// than any envelope, truncated JSON, wrong types, numbers out of range —
+/// are refused with 400 and a reason; nothing is stored.
+#[tokio::test]
+async fn hostile_signed_bodies_get_400_and_nothing_is_stored() {
+    let inbox = start().await;
+    let valid = submit_body("SO-H", "log-h");
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let mut invalid_utf8 = valid.clone().into_bytes();
+    invalid_utf8[20] = 0xff;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid utf-8", invalid_utf8),
+        ("deep nesting", deep.into_bytes()),
+        ("truncated", valid.as_bytes()[..valid.len() / 2].to_vec()),
+        (
+            "LogID of the wrong type",
+            valid.replace("\"log-h\"", "{\"a\": 1}").into_bytes(),
+        ),
+        (
+            "number out of range",
+            valid.replace("\"log-h\"", "1e999999").into_bytes(),
+        ),
+        ("not an object", b"\"just a string\"".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, body) in cases {
+        let hash = ordercloud_hash(HASH_KEY, &body);
+        let (status, answer) = inbox
+            .post_oc_bytes(&body, Some(hash), "application/json")
+            .await;
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {answer}"
+        );
+    }
+    assert_eq!(inbox.runs().await, 0);
 }

@@ -1,7 +1,9 @@
 //! The inbox: signed webhooks in, durable events and runs out.
 //!
 //! Order of work for every delivery, and why:
-//! 1. size limit (413) before anything is buffered beyond it;
+//! 1. size limit (413) before anything is buffered beyond it, and a
+//!    deadline for the whole body (408), so a sender that trickles bytes
+//!    cannot hold a connection open;
 //! 2. signature over the raw bytes (401, logged, nothing stored) — an
 //!    unauthenticated sender learns nothing about the body's validity;
 //! 3. content type and JSON shape (415 / 400 with the reason);
@@ -9,9 +11,13 @@
 //!    2xx. A repeat of the same dedupe key is acknowledged and changes
 //!    nothing; a store that cannot write answers 503 so the sender retries.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
@@ -25,12 +31,46 @@ use crate::error::ApiError;
 use crate::signature;
 use crate::AppState;
 
-/// Webhook routes, with the body size limit.
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
+/// Webhook routes, with the body size limit and the body deadline.
+pub fn router(max_body_bytes: usize, body_timeout: Duration) -> Router<AppState> {
     Router::new()
         .route("/webhooks/ordercloud/{source}", post(ordercloud))
         .route("/webhooks/gateway/{source}", post(gateway))
+        .layer(middleware::from_fn(
+            move |request: Request, next: Next| async move {
+                buffer_body(request, next, max_body_bytes, body_timeout).await
+            },
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// Reads the whole body within `deadline` and at most `max` bytes, then
+/// hands the request on with the body in memory.
+async fn buffer_body(request: Request, next: Next, max: usize, deadline: Duration) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            let error = if too_large {
+                ApiError::PayloadTooLarge(format!("the body is larger than {max} bytes"))
+            } else {
+                ApiError::BadRequest(format!("the body could not be read: {err}"))
+            };
+            return error.into_response();
+        }
+        Err(_) => {
+            tracing::warn!(path = %parts.uri.path(), "webhook refused: body not received in time");
+            return ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} s",
+                deadline.as_secs()
+            ))
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// The parts of OrderCloud's webhook envelope we rely on.
