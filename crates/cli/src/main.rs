@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ledgerbridge: Sitecore commerce ↔ KashFlow, in real time, with nothing lost.
 #[derive(Debug, Parser)]
 #[command(name = "ledgerbridge", version, about, long_about = None)]

@@ -546,16 +546,15 @@ impl Store for SqliteStore {
     }
 
     async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<()> {
-        let lease = lease.clone();
         let atomicity = if commit.is_single_write() {
             Atomicity::Statement
         } else {
             Atomicity::Savepoint
         };
+        // Rendered here, on the caller's thread, not on the writer's.
+        let prepared = ops::PreparedCommit::new(lease, commit);
         self.writer
-            .write(atomicity, move |conn| {
-                ops::commit_step(conn, &lease, commit)
-            })
+            .write(atomicity, move |conn| ops::commit_step(conn, prepared))
             .await
     }
 

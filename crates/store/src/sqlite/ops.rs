@@ -9,11 +9,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::{intent_from_row, journal, json_text, map_error, run_from_row, INTENT_COLUMNS};
-use crate::chain::{audit_hash, canonical_entry, GENESIS_HASH};
+use crate::chain::{audit_hash_canonical, canonical_entry, GENESIS_HASH};
 use crate::common::{self, lease_expiry, now_micros, MAX_CLAIM};
 use crate::{
-    AuditRecord, BegunIntent, ClaimedRun, IngestOutcome, Intent, IntentState, Lease, NewAudit,
-    NewEvent, NewRun, Result, RunOutcome, StepCommit, StepRecord, StoreError,
+    AuditRecord, BegunIntent, ClaimedRun, IngestOutcome, Intent, IntentState, Lease, Link,
+    NewAudit, NewEvent, NewRun, Result, RunOutcome, StepCommit, StoreError,
 };
 
 /// Clears the lease columns (a fragment of `UPDATE runs SET`).
@@ -207,23 +207,54 @@ pub(super) fn heartbeat(
     Ok(lost)
 }
 
-/// Records the step, its ledger links and audit entries, and optionally
-/// ends the run; all or nothing (the caller runs it in a savepoint).
-pub(super) fn commit_step(conn: &Connection, lease: &Lease, commit: StepCommit) -> Result<()> {
-    record_step(conn, lease, &commit.record)?;
-    for link in &commit.links {
-        link_intent(conn, &link.key, &link.external_id)?;
-    }
-    for entry in commit.audits {
-        audit(conn, entry)?;
-    }
-    if let Some(outcome) = &commit.finish {
-        finish(conn, lease, outcome)?;
-    }
-    Ok(())
+/// A [`StepCommit`] with its JSON already rendered by the caller, so the
+/// single writer thread only binds text.
+pub(super) struct PreparedCommit {
+    pub(super) lease: Lease,
+    pub(super) step: String,
+    pub(super) output: String,
+    pub(super) attempts: i32,
+    pub(super) started_at: i64,
+    pub(super) finished_at: i64,
+    pub(super) links: Vec<Link>,
+    /// Each entry with its canonical text.
+    pub(super) audits: Vec<(NewAudit, String)>,
+    pub(super) finish: Option<RunOutcome>,
 }
 
-fn record_step(conn: &Connection, lease: &Lease, step: &StepRecord) -> Result<()> {
+impl PreparedCommit {
+    pub(super) fn new(lease: &Lease, commit: StepCommit) -> Self {
+        let StepCommit {
+            record,
+            links,
+            audits,
+            finish,
+        } = commit;
+        PreparedCommit {
+            lease: lease.clone(),
+            output: json_text(&record.output),
+            step: record.step,
+            attempts: record.attempts,
+            started_at: record.started_at.timestamp_micros(),
+            finished_at: record.finished_at.timestamp_micros(),
+            links,
+            audits: audits
+                .into_iter()
+                .map(|entry| {
+                    let text = canonical_entry(&entry);
+                    (entry, text)
+                })
+                .collect(),
+            finish,
+        }
+    }
+}
+
+/// Records the step, its ledger links and audit entries, and optionally
+/// ends the run; all or nothing (the caller runs it in a savepoint unless
+/// it is the journal entry alone).
+pub(super) fn commit_step(conn: &Connection, commit: PreparedCommit) -> Result<()> {
+    let lease = &commit.lease;
     let written = conn
         .prepare_cached(
             "INSERT INTO steps (run_id, step, ord, output, attempts, started_at, finished_at)
@@ -237,17 +268,26 @@ fn record_step(conn: &Connection, lease: &Lease, step: &StepRecord) -> Result<()
         .and_then(|mut s| {
             s.execute(params![
                 lease.run_id.to_string(),
-                step.step,
-                json_text(&step.output),
-                step.attempts,
-                step.started_at.timestamp_micros(),
-                step.finished_at.timestamp_micros(),
+                commit.step,
+                commit.output,
+                commit.attempts,
+                commit.started_at,
+                commit.finished_at,
                 lease.token.to_string(),
             ])
         })
         .map_err(sql)?;
     if written == 0 {
         return Err(StoreError::LeaseLost(lease.run_id));
+    }
+    for link in &commit.links {
+        link_intent(conn, &link.key, &link.external_id)?;
+    }
+    for (entry, canonical) in commit.audits {
+        append_audit(conn, entry, &canonical)?;
+    }
+    if let Some(outcome) = &commit.finish {
+        finish(conn, lease, outcome)?;
     }
     Ok(())
 }
@@ -501,6 +541,12 @@ pub(super) fn set_cursor(conn: &Connection, name: &str, value: &str) -> Result<(
 }
 
 pub(super) fn audit(conn: &Connection, entry: NewAudit) -> Result<AuditRecord> {
+    let canonical = canonical_entry(&entry);
+    append_audit(conn, entry, &canonical)
+}
+
+/// Appends `entry` (with its canonical text) to the chain.
+fn append_audit(conn: &Connection, entry: NewAudit, canonical: &str) -> Result<AuditRecord> {
     let last: Option<(i64, String)> = conn
         .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .and_then(|mut s| {
@@ -513,7 +559,7 @@ pub(super) fn audit(conn: &Connection, entry: NewAudit) -> Result<AuditRecord> {
         None => (1, GENESIS_HASH.to_owned()),
     };
     let at = now_micros();
-    let hash = audit_hash(&prev_hash, seq, at, &entry);
+    let hash = audit_hash_canonical(&prev_hash, seq, at, canonical);
     conn.prepare_cached(
         "INSERT INTO audit (seq, at, entry, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
     )
@@ -521,7 +567,7 @@ pub(super) fn audit(conn: &Connection, entry: NewAudit) -> Result<AuditRecord> {
         s.execute(params![
             seq,
             at.timestamp_micros(),
-            canonical_entry(&entry),
+            canonical,
             prev_hash,
             hash
         ])
