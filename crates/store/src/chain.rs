@@ -91,7 +91,35 @@ pub fn verify_audit_chain(prev_hash: &str, records: &[AuditRecord]) -> Result<()
 
 /// Canonical JSON of the audit entry alone, as stored by the backends.
 pub(crate) fn canonical_entry(entry: &NewAudit) -> String {
-    canonical_json(&entry_value(entry))
+    // `canonical_json(&entry_value(entry))`, written straight from the
+    // fields (keys in sorted order) without copying `detail` into a tree.
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"action\":");
+    push_json_str(&entry.action, &mut out);
+    out.push_str(",\"detail\":");
+    write_canonical(&entry.detail, &mut out);
+    out.push_str(",\"event_id\":");
+    push_optional(entry.event_id.map(|id| id.to_string()).as_deref(), &mut out);
+    out.push_str(",\"flow_version\":");
+    push_optional(entry.flow_version.as_deref(), &mut out);
+    out.push_str(",\"run_id\":");
+    push_optional(entry.run_id.map(|id| id.to_string()).as_deref(), &mut out);
+    out.push('}');
+    out
+}
+
+fn push_optional(text: Option<&str>, out: &mut String) {
+    match text {
+        Some(text) => push_json_str(text, out),
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_str(text: &str, out: &mut String) {
+    // Serialising a `&str` cannot fail and yields UTF-8.
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    out.push_str(&quoted);
 }
 
 /// `at` as it enters the hash.
@@ -130,7 +158,7 @@ fn write_canonical(value: &Value, out: &mut String) {
                 if index > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
+                push_json_str(key, out);
                 out.push(':');
                 if let Some(item) = map.get(key) {
                     write_canonical(item, out);
@@ -173,6 +201,20 @@ mod tests {
             flow_version: Some("1#abc".to_owned()),
             action: action.to_owned(),
             detail: serde_json::json!({"b": 1, "a": [true, null, {"z": "x", "y": 2.5}]}),
+        }
+    }
+
+    #[test]
+    fn canonical_entry_is_the_canonical_json_of_the_entry() {
+        let mut full = entry("customer.created");
+        full.run_id = Some(uuid::Uuid::new_v4());
+        full.event_id = Some(uuid::Uuid::new_v4());
+        full.flow_version = None;
+        for entry in [entry("a \"quoted\" \\ action\n"), full] {
+            assert_eq!(
+                canonical_entry(&entry),
+                canonical_json(&entry_value(&entry))
+            );
         }
     }
 

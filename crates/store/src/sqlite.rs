@@ -485,9 +485,10 @@ impl Store for SqliteStore {
     }
 
     async fn ingest(&self, event: NewEvent, runs: Vec<NewRun>) -> Result<IngestOutcome> {
+        let prepared = ops::PreparedIngest::new(event, runs);
         self.writer
             .write(Atomicity::Savepoint, move |conn| {
-                ops::ingest(conn, &event, &runs)
+                ops::ingest(conn, &prepared)
             })
             .await
     }

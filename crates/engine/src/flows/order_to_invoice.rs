@@ -231,8 +231,13 @@ impl OrderToInvoice {
 
     /// The order's status mapped to an invoice state; a paid order gets
     /// one payment for what the invoice still owes, recorded once.
-    async fn settle(&self, ctx: &mut StepCtx<'_>, order: &Order) -> Result<Value, Failure> {
-        let status = order.status.clone().unwrap_or_default();
+    async fn settle(
+        &self,
+        ctx: &mut StepCtx<'_>,
+        order_id: &str,
+        status: &str,
+    ) -> Result<Value, Failure> {
+        let status = status.to_owned();
         let state = self
             .settings
             .status_map
@@ -249,7 +254,6 @@ impl OrderToInvoice {
             .ok_or_else(|| {
                 Failure::new(ErrorClass::Unknown, "the invoice step recorded no number")
             })?;
-        let order_id = order.id.clone().unwrap_or_default();
         let reference = format!("ledgerbridge:order:{order_id}");
         let key = BusinessKey::new(
             &self.kashflow_connection,
@@ -854,8 +858,10 @@ impl Flow for OrderToInvoice {
                 Ok(json!({ "number": number, "warnings": mapped.warnings }))
             }
             "mark_order" => {
-                let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
-                let order_id = order.id.clone().unwrap_or_default();
+                // Only the id and status are needed: read them, not the order.
+                let fetched = &ctx.output("get_order")?["order"];
+                let order_id = fetched["ID"].as_str().unwrap_or_default().to_owned();
+                let status = fetched["Status"].as_str().unwrap_or_default().to_owned();
                 let number = ctx
                     .output("invoice")?
                     .get("number")
@@ -868,7 +874,7 @@ impl Flow for OrderToInvoice {
                 };
                 // Settle first: a payment made here is linked even if the
                 // patch below fails, so the retry only patches.
-                let settled = self.settle(ctx, &order).await?;
+                let settled = self.settle(ctx, &order_id, &status).await?;
                 let state: InvoiceState = settled
                     .get("state")
                     .cloned()

@@ -32,11 +32,32 @@ pub(super) fn touch_health(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn ingest(
-    conn: &Connection,
-    event: &NewEvent,
-    runs: &[NewRun],
-) -> Result<IngestOutcome> {
+/// An event and its runs with their JSON rendered by the caller.
+pub(super) struct PreparedIngest {
+    pub(super) event: NewEvent,
+    pub(super) headers: String,
+    /// Each run with its input's text.
+    pub(super) runs: Vec<(NewRun, String)>,
+}
+
+impl PreparedIngest {
+    pub(super) fn new(event: NewEvent, runs: Vec<NewRun>) -> Self {
+        PreparedIngest {
+            headers: json_text(&event.headers),
+            event,
+            runs: runs
+                .into_iter()
+                .map(|run| {
+                    let input = json_text(&run.input);
+                    (run, input)
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(super) fn ingest(conn: &Connection, prepared: &PreparedIngest) -> Result<IngestOutcome> {
+    let event = &prepared.event;
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (id, source, dedupe_key, received_at, headers, body)
@@ -49,7 +70,7 @@ pub(super) fn ingest(
                 event.source,
                 event.dedupe_key,
                 event.received_at.timestamp_micros(),
-                json_text(&event.headers),
+                prepared.headers,
                 event.body,
             ])
         })
@@ -68,8 +89,8 @@ pub(super) fn ingest(
     // Runs are inserted plainly: a run id that already exists is a
     // constraint error, and the job's savepoint undoes the event with it.
     let now = now_micros().timestamp_micros();
-    for run in runs {
-        insert_run(conn, Some(event.id), run, now).map_err(|e| match e {
+    for (run, input) in &prepared.runs {
+        insert_run(conn, Some(event.id), run, input, now).map_err(|e| match e {
             StoreError::Fatal(text) if text.contains("UNIQUE") => StoreError::Fatal(format!(
                 "event {} not stored: its run id {} already exists",
                 event.id, run.id
@@ -79,11 +100,17 @@ pub(super) fn ingest(
     }
     Ok(IngestOutcome::Accepted {
         event_id: event.id,
-        run_ids: runs.iter().map(|run| run.id).collect(),
+        run_ids: prepared.runs.iter().map(|(run, _)| run.id).collect(),
     })
 }
 
-fn insert_run(conn: &Connection, event_id: Option<Uuid>, run: &NewRun, now: i64) -> Result<usize> {
+fn insert_run(
+    conn: &Connection,
+    event_id: Option<Uuid>,
+    run: &NewRun,
+    input: &str,
+    now: i64,
+) -> Result<usize> {
     conn.prepare_cached(
         "INSERT INTO runs (id, event_id, flow, flow_version, state, input, attempts,
                            created_at, updated_at, next_attempt_at)
@@ -95,7 +122,7 @@ fn insert_run(conn: &Connection, event_id: Option<Uuid>, run: &NewRun, now: i64)
             event_id.map(|id| id.to_string()),
             run.flow,
             run.flow_version,
-            json_text(&run.input),
+            input,
             now,
             now,
             run.not_before.timestamp_micros(),
@@ -113,7 +140,13 @@ pub(super) fn enqueue(conn: &Connection, run: &NewRun) -> Result<()> {
         })
         .map_err(sql)?;
     if exists.is_none() {
-        insert_run(conn, None, run, now_micros().timestamp_micros())?;
+        insert_run(
+            conn,
+            None,
+            run,
+            &json_text(&run.input),
+            now_micros().timestamp_micros(),
+        )?;
     }
     Ok(())
 }
