@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use vrl::compiler::prelude::*;
 
-use crate::money::{decimal_of, describe, round_money, to_exact_float, to_value};
+use crate::money::{decimal_of, describe, round_money, to_exact_float, to_money_value, to_value};
 use crate::tables::Finance;
 
 type Body = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
@@ -197,6 +197,12 @@ pub fn day_of(value: &Value, what: &str) -> Result<NaiveDate, String> {
         return Ok(t.date_naive());
     }
     let raw = text(value, what)?;
+    // A timestamp's day is its UTC day, as KashFlow's dates are UTC.
+    if raw.trim().len() > 10 {
+        if let Ok(at) = instant_of(value, what) {
+            return Ok(at.date_naive());
+        }
+    }
     let head = raw.trim().get(..10).unwrap_or(raw.trim());
     NaiveDate::parse_from_str(head, "%Y-%m-%d")
         .map_err(|_| format!("{what} must be a date (YYYY-MM-DD or ISO-8601), not {raw:?}"))
@@ -339,6 +345,11 @@ pub const NAMES: &[&str] = &[
     "includes",
     "find",
     "compact",
+    "invoice_totals",
+    "flatten",
+    "first_of",
+    "account_code",
+    "now",
 ];
 
 /// All our functions, bound to a flow's tables.
@@ -399,7 +410,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
     ));
     fns.push(native(
         "money_sum",
-        "Sum of an array of amounts (or of field `field` of an array of objects).",
+        "Sum of an array of amounts (or of field `field` of an array of objects); nulls count as zero.",
         params![
             req("values", "array"),
             opt("field", "field of each object to add")
@@ -419,6 +430,9 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
                     }
                     _ => item.clone(),
                 };
+                if matches!(value, Value::Null) {
+                    continue;
+                }
                 total += decimal_of(&value, &format!("values[{index}]"))?;
             }
             Ok(to_value(total))
@@ -430,7 +444,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("value", "amount")],
         Returns::Text,
         true,
-        |a| Ok(to_value(round_money(decimal_of(&a[0], "value")?))),
+        |a| Ok(to_money_value(decimal_of(&a[0], "value")?)),
     ));
     fns.push(native(
         "line_total",
@@ -439,9 +453,9 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            Ok(to_value(round_money(
+            Ok(to_money_value(
                 decimal_of(&a[0], "quantity")? * decimal_of(&a[1], "unit_price")?,
-            )))
+            ))
         },
     ));
     fns.push(native(
@@ -451,9 +465,9 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            Ok(to_value(round_money(
+            Ok(to_money_value(
                 decimal_of(&a[0], "net")? * decimal_of(&a[1], "rate")? / Decimal::ONE_HUNDRED,
-            )))
+            ))
         },
     ));
     fns.push(native(
@@ -555,7 +569,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         move |a| {
-            Ok(to_value(f.fx_convert(
+            Ok(to_money_value(f.fx_convert(
                 decimal_of(&a[0], "amount")?,
                 &text(&a[1], "from")?,
                 &text(&a[2], "to")?,
@@ -799,6 +813,106 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
             }
         }));
     fns.push(native(
+        "invoice_totals",
+        "Totals of invoice lines as KashFlow computes them: net = Σ round(Quantity × Rate), vat = Σ VATAmount, gross = net + vat (strings).",
+        params![req("lines", "array of {Quantity, Rate, VATAmount}")],
+        Returns::Object,
+        true,
+        |a| {
+            let Value::Array(items) = &a[0] else {
+                return Err(format!("lines must be an array, not {}", describe(&a[0])));
+            };
+            let mut net = Decimal::ZERO;
+            let mut vat = Decimal::ZERO;
+            for (index, item) in items.iter().enumerate() {
+                let Value::Object(line) = item else {
+                    return Err(format!("lines[{index}] must be an object"));
+                };
+                let field = |name: &str| line.get(name).cloned().unwrap_or(Value::Null);
+                let quantity = decimal_of(&field("Quantity"), &format!("lines[{index}].Quantity"))?;
+                let rate = decimal_of(&field("Rate"), &format!("lines[{index}].Rate"))?;
+                net += round_money(quantity * rate);
+                let line_vat = match field("VATAmount") {
+                    Value::Null => Decimal::ZERO,
+                    value => decimal_of(&value, &format!("lines[{index}].VATAmount"))?,
+                };
+                vat += line_vat;
+            }
+            let mut map = ObjectMap::new();
+            map.insert("net".into(), to_money_value(net));
+            map.insert("vat".into(), to_money_value(vat));
+            map.insert("gross".into(), to_money_value(net + vat));
+            Ok(Value::Object(map))
+        },
+    ));
+    fns.push(native(
+        "flatten",
+        "An array of arrays as one array (one level; non-arrays kept).",
+        params![req("value", "array")],
+        Returns::Array,
+        true,
+        |a| match &a[0] {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item {
+                        Value::Array(inner) => out.extend(inner.iter().cloned()),
+                        Value::Null => {}
+                        other => out.push(other.clone()),
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            Value::Null => Ok(Value::Array(Vec::new())),
+            other => Err(format!("value must be an array, not {}", describe(other))),
+        },
+    ));
+    fns.push(native(
+        "first_of",
+        "The first argument that is neither null nor an empty string (else null): `first_of(.a, .b, \"default\")`.",
+        params![req("a", "value"), opt("b", "value"), opt("c", "value"), opt("d", "value")],
+        Returns::Any,
+        false,
+        |a| Ok(a
+            .iter()
+            .find(|v| match v {
+                Value::Null => false,
+                Value::Bytes(_) | Value::String(_) => opt_text(v).is_some(),
+                _ => true,
+            })
+            .cloned()
+            .unwrap_or(Value::Null)),
+    ));
+    fns.push(native(
+        "account_code",
+        "An account code from any text: upper case, characters outside A-Z 0-9 - _ replaced by - (`account_code(\"OC-\", \"jo@x.com\")` → \"OC-JO-X-COM\").",
+        params![req("prefix", "kept as is"), req("value", "text")],
+        Returns::Text,
+        true,
+        |a| {
+            let cleaned: String = text(&a[1], "value")?
+                .chars()
+                .map(|c| {
+                    let c = c.to_ascii_uppercase();
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }
+                })
+                .collect();
+            Ok(Value::from(format!("{}{cleaned}", opt_text(&a[0]).unwrap_or_default())))
+        },
+    ));
+    fns.push(native(
+        "now",
+        "The current instant, ISO-8601 UTC (avoid in tested mappings: tests want fixed inputs).",
+        params![],
+        Returns::Text,
+        false,
+        |_| {
+            Ok(Value::from(
+                Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            ))
+        },
+    ));
+    fns.push(native(
         "compact",
         "The value with null fields removed from every object in it.",
         params![req("value", "value")],
@@ -852,6 +966,16 @@ mod tests {
         assert!(instant_of(&Value::from("15/01/2025"), "v")
             .unwrap_err()
             .contains("ISO-8601"));
+    }
+
+    #[test]
+    fn every_documented_name_is_a_function() {
+        let fns = all(std::sync::Arc::new(Finance::default()));
+        let mut names: Vec<&str> = fns.iter().map(|f| f.identifier()).collect();
+        names.sort_unstable();
+        let mut documented = NAMES.to_vec();
+        documented.sort_unstable();
+        assert_eq!(names, documented);
     }
 
     proptest! {

@@ -537,7 +537,20 @@ pub fn parse(path: &Path, text: &str) -> Result<FlowFile, Box<FlowError>> {
         let mut message = inner.to_string();
         // The YAML library appends its own position; ours is in front.
         if let Some(cut) = message.find(" at line ") {
+            let rest = &message[cut + " at line ".len()..];
+            let after_column = rest.find("column ").map(|c| {
+                let digits = rest[c + 7..].chars().take_while(char::is_ascii_digit).count();
+                c + 7 + digits
+            });
+            let tail = after_column.map(|end| rest[end..].to_owned()).unwrap_or_default();
             message.truncate(cut);
+            message.push_str(&tail);
+        }
+        // …and may put the key path in front, which we print already.
+        if let Some((head, rest)) = message.split_once(": ") {
+            if !head.contains(' ') && (key_path.starts_with(head) || head == ".") {
+                message = rest.to_owned();
+            }
         }
         let help = if message.contains("unknown field") {
             "remove the key or fix its spelling (the keys allowed here are listed above; all of them are in schema/flow.schema.json)"

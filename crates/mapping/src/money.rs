@@ -42,6 +42,11 @@ pub fn to_value(value: Decimal) -> Value {
     Value::from(value.to_string())
 }
 
+/// A rounded amount as a VRL string with exactly 2 decimals (`"45.00"`).
+pub fn to_money_value(value: Decimal) -> Value {
+    Value::from(format!("{:.2}", round_money(value)))
+}
+
 /// Short description of a value's type for error messages.
 pub fn describe(value: &Value) -> String {
     match value {

@@ -126,3 +126,45 @@ impl Registry {
         Ok(flow)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLOW: &str = "version: 1\nname: demo\ntrigger: { kind: manual }\nsteps:\n  - id: a\n    map: { program: '\"one\"' }\n";
+
+    #[test]
+    fn versions_follow_content_and_old_ones_stay_loadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path().join("registry"));
+        let file = dir.path().join("demo.yaml");
+        std::fs::write(&file, FLOW).unwrap();
+        let first = registry.load(&file).unwrap();
+        assert_eq!(first.version.number, 1);
+        // The same content keeps its version.
+        assert_eq!(registry.load(&file).unwrap().version, first.version);
+        // A change gets the next number and a new hash.
+        std::fs::write(&file, FLOW.replace("one", "two")).unwrap();
+        let second = registry.load(&file).unwrap();
+        assert_eq!(second.version.number, 2);
+        assert_ne!(second.version.hash, first.version.hash);
+        // A run started under version 1 still gets version 1's flow.
+        let old = registry
+            .load_version("demo", &first.version.to_string())
+            .unwrap();
+        assert_eq!(old.version, first.version);
+        assert!(old.source.contains("one"));
+        let outcome = crate::run(
+            &old,
+            &serde_json::json!({}),
+            &Default::default(),
+            &mut crate::RecordingConnector::default(),
+        );
+        assert_eq!(outcome.flow_version, first.version.to_string());
+        assert_eq!(outcome.outputs["a"], serde_json::json!("one"));
+        assert!(matches!(
+            registry.load_version("demo", "9+000000000000"),
+            Err(RegistryError::Unknown { .. })
+        ));
+    }
+}

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_orders;
 pub mod config_cmd;
 pub mod demo;
+pub mod flows;
 pub mod run;
 pub mod runs;
 pub mod sandbox;
