@@ -18,6 +18,11 @@ use vrl::value::{ObjectMap, Secrets, Value};
 
 use crate::load::{Compiled, CompiledCall, CompiledKind, LoadedFlow};
 
+/// VRL's value types, for callers that prepare run data themselves.
+pub mod vrl_value {
+    pub use vrl::value::{ObjectMap, Value};
+}
+
 /// A request a step sends (or would send).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Request {

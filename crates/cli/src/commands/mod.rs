@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_mapping;
 pub mod bench_orders;
 pub mod config_cmd;
 pub mod demo;
