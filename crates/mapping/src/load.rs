@@ -97,6 +97,38 @@ pub struct Compiled {
     pub path: String,
     /// The compiled program.
     pub program: Program,
+    /// Its source, to place runtime errors.
+    pub source: String,
+}
+
+impl Compiled {
+    /// Rewrites VRL's byte spans in a runtime message (`at (829:934)`) as
+    /// positions in the program (`at line 12, column 7 of the program`).
+    pub fn place(&self, message: &str) -> String {
+        let mut out = String::with_capacity(message.len());
+        let mut rest = message;
+        while let Some(at) = rest.find(" at (") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 5..];
+            let span = after.split_once(')').and_then(|(inside, tail)| {
+                let (start, _) = inside.split_once(':')?;
+                Some((start.parse::<usize>().ok()?, tail))
+            });
+            match span {
+                Some((start, tail)) if start <= self.source.len() => {
+                    let (line, column) = line_column(&self.source, start);
+                    out.push_str(&format!(" at line {line}, column {column} of the program"));
+                    rest = tail;
+                }
+                _ => {
+                    out.push_str(" at (");
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
 }
 
 /// How a step's call is compiled.
@@ -192,6 +224,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedFlow, Vec<FlowError>> {
         file: path,
         text,
         errors: &mut errors,
+        value_maps: flow.tables.value_maps.keys().cloned().collect(),
     };
 
     if flow.version != FORMAT_VERSION {
@@ -581,6 +614,8 @@ struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
     errors: &'a mut Vec<FlowError>,
+    /// Names of the flow's value maps.
+    value_maps: Vec<String>,
 }
 
 impl Locator<'_> {
@@ -628,6 +663,26 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The value-map names a program uses as literals (`value_map!("name", …)`).
+fn value_map_literals(source: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    for (at, _) in source.match_indices("value_map") {
+        let rest = source[at + "value_map".len()..]
+            .trim_start_matches('!')
+            .trim_start();
+        let Some(rest) = rest.strip_prefix('(') else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix('"') else {
+            continue;
+        };
+        if let Some(end) = rest.find('"') {
+            names.push(&rest[..end]);
+        }
+    }
+    names
+}
+
 fn compile(
     at: &mut Locator<'_>,
     fns: &[Box<dyn Function>],
@@ -636,10 +691,34 @@ fn compile(
     anchors: &[&str],
 ) -> Option<Compiled> {
     match vrl::compiler::compile(source, fns) {
-        Ok(result) => Some(Compiled {
-            path: path.to_owned(),
-            program: result.program,
-        }),
+        Ok(result) => {
+            for name in value_map_literals(source) {
+                if !at.value_maps.iter().any(|known| known == name) {
+                    let mut anchored = anchors.to_vec();
+                    let needle = format!("\"{name}\"");
+                    anchored.push(&needle);
+                    let help = if at.value_maps.is_empty() {
+                        "add it under tables.value_maps".to_owned()
+                    } else {
+                        format!(
+                            "add it under tables.value_maps or use one of: {}",
+                            at.value_maps.join(", ")
+                        )
+                    };
+                    at.error(
+                        &anchored,
+                        path,
+                        format!("value map {name:?} does not exist"),
+                        help,
+                    );
+                }
+            }
+            Some(Compiled {
+                path: path.to_owned(),
+                program: result.program,
+                source: source.to_owned(),
+            })
+        }
         Err(diagnostics) => {
             // Where the program starts in the file: its first line's text,
             // searched after the key that holds it.

@@ -120,7 +120,7 @@ impl Runner {
                     Terminate::Abort(e) | Terminate::Error(e) => e.to_string(),
                     other => other.to_string(),
                 };
-                format!("{}: {message}", compiled.path)
+                format!("{}: {}", compiled.path, compiled.place(&message))
             })
     }
 
