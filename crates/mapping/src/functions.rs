@@ -11,12 +11,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
+use vrl::compiler::expression::Query;
 use vrl::compiler::prelude::*;
 
 use crate::money::{decimal_of, describe, round_money, to_exact_float, to_money_value, to_value};
 use crate::tables::Finance;
 
-type Body = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+type Body = dyn Fn(&[&Value]) -> Result<Value, String> + Send + Sync;
+
+/// Most parameters any of our functions takes.
+const MAX_PARAMETERS: usize = 4;
 
 /// What a function returns, for VRL's type checker.
 #[derive(Debug, Clone, Copy)]
@@ -86,10 +90,18 @@ impl Function for Native {
         _ctx: &mut FunctionCompileContext,
         arguments: ArgumentList,
     ) -> Compiled {
+        // A path argument (`.steps.products.Data`, `order.Lines`) is read
+        // in place at run time instead of copied: lookups in fetched lists
+        // stay cheap.
         let args = self
             .parameters
             .iter()
-            .map(|p| arguments.optional(p.keyword))
+            .map(|p| match arguments.optional_query(p.keyword) {
+                Ok(Some(query)) if query.is_external() || query.as_variable().is_some() => {
+                    Some(Arg::Path(Box::new(query)))
+                }
+                _ => arguments.optional(p.keyword).map(Arg::Expr),
+            })
             .collect();
         Ok(NativeCall {
             function: self.clone(),
@@ -100,21 +112,50 @@ impl Function for Native {
 }
 
 #[derive(Debug, Clone)]
+enum Arg {
+    /// A path into the run's data or a variable, read by reference.
+    Path(Box<Query>),
+    /// Any other expression, evaluated.
+    Expr(Box<dyn Expression>),
+}
+
+#[derive(Debug, Clone)]
 struct NativeCall {
     function: Native,
-    args: Vec<Option<Box<dyn Expression>>>,
+    args: Vec<Option<Arg>>,
+}
+
+static NULL: Value = Value::Null;
+
+fn read<'a>(query: &Query, ctx: &'a Context<'_>) -> &'a Value {
+    let found = match query.external_path() {
+        Some(path) => ctx.target().target_get(path).ok().flatten(),
+        None => query
+            .variable_ident()
+            .and_then(|ident| ctx.state().variable(ident))
+            .and_then(|value| value.get(query.path())),
+    };
+    found.unwrap_or(&NULL)
 }
 
 impl FunctionExpression for NativeCall {
     fn resolve(&self, ctx: &mut Context<'_>) -> Resolved {
-        let mut values = Vec::with_capacity(self.args.len());
-        for arg in &self.args {
-            values.push(match arg {
-                Some(expr) => expr.resolve(ctx)?,
-                None => Value::Null,
-            });
+        let count = self.args.len().min(MAX_PARAMETERS);
+        let mut owned: [Value; MAX_PARAMETERS] = std::array::from_fn(|_| Value::Null);
+        for (slot, arg) in owned.iter_mut().zip(&self.args) {
+            if let Some(Arg::Expr(expr)) = arg {
+                *slot = expr.resolve(ctx)?;
+            }
         }
-        (self.function.body)(&values)
+        let ctx: &Context<'_> = ctx;
+        let mut refs: [&Value; MAX_PARAMETERS] = [&NULL; MAX_PARAMETERS];
+        for (index, arg) in self.args.iter().take(count).enumerate() {
+            refs[index] = match arg {
+                Some(Arg::Path(query)) => read(query, ctx),
+                _ => &owned[index],
+            };
+        }
+        (self.function.body)(&refs[..count])
             .map_err(|message| ExpressionError::from(format!("{}: {message}", self.function.name)))
     }
 
@@ -157,7 +198,7 @@ fn native(
     parameters: &'static [Parameter],
     returns: Returns,
     fallible: bool,
-    body: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
+    body: impl Fn(&[&Value]) -> Result<Value, String> + Send + Sync + 'static,
 ) -> Box<dyn Function> {
     Box::new(Native {
         name,
@@ -282,10 +323,10 @@ pub fn address_lines(address: &Value, n: usize) -> Result<Vec<Option<String>>, S
 }
 
 /// Full name from parts: trimmed, empty parts dropped, one space between.
-pub fn join_name(parts: &[Value]) -> String {
+pub fn join_name(parts: &[&Value]) -> String {
     parts
         .iter()
-        .filter_map(opt_text)
+        .filter_map(|part| opt_text(part))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -303,9 +344,11 @@ fn remove_nulls(value: Value) -> Value {
     }
 }
 
+/// Strings compared trimmed and without case (no allocation for UTF-8
+/// text); anything else by value.
 fn loosely_equal(a: &Value, b: &Value) -> bool {
-    match (opt_text(a), opt_text(b)) {
-        (Some(x), Some(y)) => x.eq_ignore_ascii_case(&y),
+    match (a.to_str_lossy(), b.to_str_lossy()) {
+        (Some(x), Some(y)) => x.trim().eq_ignore_ascii_case(y.trim()),
         _ => a == b,
     }
 }
@@ -346,6 +389,7 @@ pub const NAMES: &[&str] = &[
     "find",
     "compact",
     "invoice_totals",
+    "kashflow_address",
     "flatten",
     "first_of",
     "account_code",
@@ -363,7 +407,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("value", "number or numeric string")],
         Returns::Text,
         true,
-        |a| Ok(to_value(decimal_of(&a[0], "value")?)),
+        |a| Ok(to_value(decimal_of(a[0], "value")?)),
     ));
     fns.push(native(
         "money_add",
@@ -371,7 +415,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("a", "amount"), req("b", "amount")],
         Returns::Text,
         true,
-        |a| Ok(to_value(decimal_of(&a[0], "a")? + decimal_of(&a[1], "b")?)),
+        |a| Ok(to_value(decimal_of(a[0], "a")? + decimal_of(a[1], "b")?)),
     ));
     fns.push(native(
         "money_sub",
@@ -379,7 +423,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("a", "amount"), req("b", "amount")],
         Returns::Text,
         true,
-        |a| Ok(to_value(decimal_of(&a[0], "a")? - decimal_of(&a[1], "b")?)),
+        |a| Ok(to_value(decimal_of(a[0], "a")? - decimal_of(a[1], "b")?)),
     ));
     fns.push(native(
         "money_mul",
@@ -388,8 +432,8 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            let product = decimal_of(&a[0], "a")?
-                .checked_mul(decimal_of(&a[1], "b")?)
+            let product = decimal_of(a[0], "a")?
+                .checked_mul(decimal_of(a[1], "b")?)
                 .ok_or("overflow")?;
             Ok(to_value(product))
         },
@@ -401,11 +445,11 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            let divisor = decimal_of(&a[1], "b")?;
+            let divisor = decimal_of(a[1], "b")?;
             if divisor.is_zero() {
                 return Err("division by zero".to_owned());
             }
-            Ok(to_value(decimal_of(&a[0], "a")? / divisor))
+            Ok(to_value(decimal_of(a[0], "a")? / divisor))
         },
     ));
     fns.push(native(
@@ -418,10 +462,10 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            let Value::Array(items) = &a[0] else {
-                return Err(format!("values must be an array, not {}", describe(&a[0])));
+            let Value::Array(items) = a[0] else {
+                return Err(format!("values must be an array, not {}", describe(a[0])));
             };
-            let field = opt_text(&a[1]);
+            let field = opt_text(a[1]);
             let mut total = Decimal::ZERO;
             for (index, item) in items.iter().enumerate() {
                 let value = match (&field, item) {
@@ -444,7 +488,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("value", "amount")],
         Returns::Text,
         true,
-        |a| Ok(to_money_value(decimal_of(&a[0], "value")?)),
+        |a| Ok(to_money_value(decimal_of(a[0], "value")?)),
     ));
     fns.push(native(
         "line_total",
@@ -454,7 +498,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             Ok(to_money_value(
-                decimal_of(&a[0], "quantity")? * decimal_of(&a[1], "unit_price")?,
+                decimal_of(a[0], "quantity")? * decimal_of(a[1], "unit_price")?,
             ))
         },
     ));
@@ -466,7 +510,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             Ok(to_money_value(
-                decimal_of(&a[0], "net")? * decimal_of(&a[1], "rate")? / Decimal::ONE_HUNDRED,
+                decimal_of(a[0], "net")? * decimal_of(a[1], "rate")? / Decimal::ONE_HUNDRED,
             ))
         },
     ));
@@ -478,7 +522,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             Ok(Value::Integer(
-                match decimal_of(&a[0], "a")?.cmp(&decimal_of(&a[1], "b")?) {
+                match decimal_of(a[0], "a")?.cmp(&decimal_of(a[1], "b")?) {
                     std::cmp::Ordering::Less => -1,
                     std::cmp::Ordering::Equal => 0,
                     std::cmp::Ordering::Greater => 1,
@@ -493,7 +537,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Float,
         true,
         |a| {
-            let d = decimal_of(&a[0], "value")?;
+            let d = decimal_of(a[0], "value")?;
             if d.fract().is_zero() {
                 if let Some(n) = rust_decimal::prelude::ToPrimitive::to_i64(&d) {
                     return Ok(Value::Integer(n));
@@ -518,9 +562,9 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         move |a| {
             Ok(to_value(f.tax_rate(
-                &text(&a[0], "tax_class")?,
-                &text(&a[1], "country")?,
-                day_of(&a[2], "date")?,
+                &text(a[0], "tax_class")?,
+                &text(a[1], "country")?,
+                day_of(a[2], "date")?,
             )?))
         },
     ));
@@ -533,7 +577,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         move |a| {
             Ok(Value::from(
-                f.tax_region(&text(&a[0], "country")?).to_owned(),
+                f.tax_region(&text(a[0], "country")?).to_owned(),
             ))
         },
     ));
@@ -550,9 +594,9 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         move |a| {
             Ok(to_value(f.fx_rate(
-                &text(&a[0], "from")?,
-                &text(&a[1], "to")?,
-                day_of(&a[2], "date")?,
+                &text(a[0], "from")?,
+                &text(a[1], "to")?,
+                day_of(a[2], "date")?,
             )?))
         },
     ));
@@ -570,10 +614,10 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         move |a| {
             Ok(to_money_value(f.fx_convert(
-                decimal_of(&a[0], "amount")?,
-                &text(&a[1], "from")?,
-                &text(&a[2], "to")?,
-                day_of(&a[3], "date")?,
+                decimal_of(a[0], "amount")?,
+                &text(a[1], "from")?,
+                &text(a[2], "to")?,
+                day_of(a[3], "date")?,
             )?))
         },
     ));
@@ -583,12 +627,12 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
     fns.push(native("nominal_code", "`code` if given, else the product's code in tables.nominal.products, else the named default, else tables.nominal.default.",
         params![req("code", "the known code or null"), opt("product", "product code"), opt("default", "name in tables.nominal.named")], Returns::Integer, true,
         move |a| {
-            let known = match &a[0] {
+            let known = match a[0] {
                 Value::Null => None,
                 Value::Integer(n) => Some(*n),
                 other => Some(text(other, "code")?.trim().parse::<i64>().map_err(|_| format!("code must be an integer, not {}", describe(other)))?),
             };
-            Ok(Value::Integer(f.nominal_code(known, opt_text(&a[1]).as_deref(), opt_text(&a[2]).as_deref())?))
+            Ok(Value::Integer(f.nominal_code(known, opt_text(a[1]).as_deref(), opt_text(a[2]).as_deref())?))
         }));
     let f = finance;
     fns.push(native(
@@ -602,10 +646,10 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Any,
         true,
         move |a| {
-            let default = (!matches!(a[2], Value::Null)).then(|| json_of(&a[2]));
-            let key = opt_text(&a[1]).unwrap_or_default();
+            let default = (!matches!(a[2], Value::Null)).then(|| json_of(a[2]));
+            let key = opt_text(a[1]).unwrap_or_default();
             Ok(Value::from(f.value_map(
-                &text(&a[0], "name")?,
+                &text(a[0], "name")?,
                 &key,
                 default.as_ref(),
             )?))
@@ -632,7 +676,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Object,
         true,
         |a| {
-            let full = opt_text(&a[0]).unwrap_or_default();
+            let full = opt_text(a[0]).unwrap_or_default();
             let words: Vec<&str> = full.split_whitespace().collect();
             let (first, last) = match words.len() {
                 0 => (String::new(), String::new()),
@@ -649,7 +693,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("address", "address"), req("n", "number of lines")], Returns::Array, true,
         |a| {
             let n = a[1].as_integer().filter(|n| (1..=20).contains(n)).ok_or("n must be an integer from 1 to 20")?;
-            let lines = address_lines(&a[0], n as usize)?;
+            let lines = address_lines(a[0], n as usize)?;
             Ok(Value::Array(lines.into_iter().map(|l| l.map(Value::from).unwrap_or(Value::Null)).collect()))
         }));
 
@@ -662,7 +706,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             Ok(Value::from(
-                instant_of(&a[0], "value")?
+                instant_of(a[0], "value")?
                     .format("%Y-%m-%d %H:%M:%S")
                     .to_string(),
             ))
@@ -670,7 +714,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
     ));
     fns.push(native("iso_date", "KashFlow's `YYYY-MM-DD HH:mm:ss` (or any accepted form) → ISO-8601 UTC (`2025-01-15T10:00:00Z`).",
         params![req("value", "timestamp")], Returns::Text, true,
-        |a| Ok(Value::from(instant_of(&a[0], "value")?.to_rfc3339_opts(SecondsFormat::Secs, true)))));
+        |a| Ok(Value::from(instant_of(a[0], "value")?.to_rfc3339_opts(SecondsFormat::Secs, true)))));
     fns.push(native(
         "add_days",
         "A timestamp plus n days, as ISO-8601 UTC.",
@@ -679,7 +723,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             let days = a[1].as_integer().ok_or("days must be an integer")?;
-            let at = instant_of(&a[0], "value")? + Duration::days(days);
+            let at = instant_of(a[0], "value")? + Duration::days(days);
             Ok(Value::from(at.to_rfc3339_opts(SecondsFormat::Secs, true)))
         },
     ));
@@ -691,7 +735,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             Ok(Value::from(
-                day_of(&a[0], "value")?.format("%Y-%m-%d").to_string(),
+                day_of(a[0], "value")?.format("%Y-%m-%d").to_string(),
             ))
         },
     ));
@@ -703,7 +747,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("value", "string")],
         Returns::Text,
         true,
-        |a| Ok(Value::from(text(&a[0], "value")?.to_uppercase())),
+        |a| Ok(Value::from(text(a[0], "value")?.to_uppercase())),
     ));
     fns.push(native(
         "downcase",
@@ -711,7 +755,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("value", "string")],
         Returns::Text,
         true,
-        |a| Ok(Value::from(text(&a[0], "value")?.to_lowercase())),
+        |a| Ok(Value::from(text(a[0], "value")?.to_lowercase())),
     ));
     fns.push(native(
         "to_string",
@@ -720,7 +764,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         false,
         |a| {
-            Ok(Value::from(match &a[0] {
+            Ok(Value::from(match a[0] {
                 Value::Null => String::new(),
                 Value::Float(f) => f.to_string(),
                 Value::Boolean(b) => b.to_string(),
@@ -735,7 +779,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Integer,
         true,
         |a| {
-            Ok(Value::Integer(match &a[0] {
+            Ok(Value::Integer(match a[0] {
                 Value::Array(v) => v.len() as i64,
                 Value::Object(m) => m.len() as i64,
                 Value::Bytes(b) => b.len() as i64,
@@ -756,8 +800,8 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Array,
         true,
         |a| {
-            let Value::Array(items) = &a[0] else {
-                return Err(format!("array must be an array, not {}", describe(&a[0])));
+            let Value::Array(items) = a[0] else {
+                return Err(format!("array must be an array, not {}", describe(a[0])));
             };
             let mut items = items.clone();
             items.push(a[1].clone());
@@ -772,7 +816,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             let mut out = Vec::new();
-            for (value, name) in [(&a[0], "a"), (&a[1], "b")] {
+            for (value, name) in [(a[0], "a"), (a[1], "b")] {
                 match value {
                     Value::Array(items) => out.extend(items.iter().cloned()),
                     Value::Null => {}
@@ -790,10 +834,8 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("array", "array"), req("item", "item")],
         Returns::Boolean,
         true,
-        |a| match &a[0] {
-            Value::Array(items) => Ok(Value::Boolean(
-                items.iter().any(|i| loosely_equal(i, &a[1])),
-            )),
+        |a| match a[0] {
+            Value::Array(items) => Ok(Value::Boolean(items.iter().any(|i| loosely_equal(i, a[1])))),
             Value::Null => Ok(Value::Boolean(false)),
             other => Err(format!("array must be an array, not {}", describe(other))),
         },
@@ -801,11 +843,11 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
     fns.push(native("find", "The first object of an array whose `field` equals `value` (strings without case), or null: a lookup in a fetched list.",
         params![req("array", "array of objects"), req("field", "field name"), req("value", "value")], Returns::Any, true,
         |a| {
-            let field = text(&a[1], "field")?;
-            match &a[0] {
+            let field = text(a[1], "field")?;
+            match a[0] {
                 Value::Array(items) => Ok(items
                     .iter()
-                    .find(|item| matches!(item, Value::Object(map) if map.get(field.as_str()).is_some_and(|v| loosely_equal(v, &a[2]))))
+                    .find(|item| matches!(item, Value::Object(map) if map.get(field.as_str()).is_some_and(|v| loosely_equal(v, a[2]))))
                     .cloned()
                     .unwrap_or(Value::Null)),
                 Value::Null => Ok(Value::Null),
@@ -819,8 +861,8 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Object,
         true,
         |a| {
-            let Value::Array(items) = &a[0] else {
-                return Err(format!("lines must be an array, not {}", describe(&a[0])));
+            let Value::Array(items) = a[0] else {
+                return Err(format!("lines must be an array, not {}", describe(a[0])));
             };
             let mut net = Decimal::ZERO;
             let mut vat = Decimal::ZERO;
@@ -846,12 +888,37 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         },
     ));
     fns.push(native(
+        "kashflow_address",
+        "An OrderCloud address as KashFlow's: address_lines(address, 4) as Line1–Line4 (absent when empty), PostCode from Zip, CountryCode upper-cased.",
+        params![req("address", "OrderCloud address object")],
+        Returns::Object,
+        true,
+        |a| {
+            let Value::Object(source) = a[0] else {
+                return Err(format!("address must be an object, not {}", describe(a[0])));
+            };
+            let mut out = ObjectMap::new();
+            for (index, line) in address_lines(a[0], 4)?.into_iter().enumerate() {
+                if let Some(line) = line {
+                    out.insert(format!("Line{}", index + 1).into(), Value::from(line));
+                }
+            }
+            if let Some(zip) = source.get("Zip").filter(|v| !matches!(v, Value::Null)) {
+                out.insert("PostCode".into(), zip.clone());
+            }
+            if let Some(country) = source.get("Country").and_then(opt_text) {
+                out.insert("CountryCode".into(), Value::from(country.to_uppercase()));
+            }
+            Ok(Value::Object(out))
+        },
+    ));
+    fns.push(native(
         "flatten",
         "An array of arrays as one array (one level; non-arrays kept).",
         params![req("value", "array")],
         Returns::Array,
         true,
-        |a| match &a[0] {
+        |a| match a[0] {
             Value::Array(items) => {
                 let mut out = Vec::new();
                 for item in items {
@@ -880,7 +947,7 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
                 Value::Bytes(_) | Value::String(_) => opt_text(v).is_some(),
                 _ => true,
             })
-            .cloned()
+            .map(|v| (*v).clone())
             .unwrap_or(Value::Null)),
     ));
     fns.push(native(
@@ -890,14 +957,14 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            let cleaned: String = text(&a[1], "value")?
+            let cleaned: String = text(a[1], "value")?
                 .chars()
                 .map(|c| {
                     let c = c.to_ascii_uppercase();
                     if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }
                 })
                 .collect();
-            Ok(Value::from(format!("{}{cleaned}", opt_text(&a[0]).unwrap_or_default())))
+            Ok(Value::from(format!("{}{cleaned}", opt_text(a[0]).unwrap_or_default())))
         },
     ));
     fns.push(native(

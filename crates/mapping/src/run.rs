@@ -510,3 +510,37 @@ pub fn diff_json(path: &str, want: &Json, got: &Json, out: &mut Vec<String>) {
         (a, b) => out.push(format!("{path}: expected {a}, got {b}")),
     }
 }
+
+/// Runs some map steps of a flow, in the order given, on data that other
+/// code fetched (`fetched`: step id → that step's output), and gives the
+/// last step's output. This is how a Rust flow borrows a flow file's
+/// mapping: it does the I/O, the file does the mapping.
+pub fn run_maps(
+    flow: &LoadedFlow,
+    step_ids: &[&str],
+    input: &Json,
+    fetched: &BTreeMap<String, Json>,
+) -> Result<Json, String> {
+    let mut runner = Runner::new();
+    let mut data = initial_data(flow, input, &BTreeMap::new());
+    for (step, output) in fetched {
+        set_output(&mut data, step, Value::from(output.clone()));
+    }
+    let mut last = Value::Null;
+    for id in step_ids {
+        let step = flow
+            .steps
+            .iter()
+            .find(|s| s.id == *id)
+            .ok_or_else(|| format!("flow {} has no step {id:?}", flow.flow.name))?;
+        let CompiledKind::Map { each, program } = &step.kind else {
+            return Err(format!(
+                "step {id:?} of flow {} is not a map step",
+                flow.flow.name
+            ));
+        };
+        last = runner.map(each.as_ref(), program, &mut data)?;
+        set_output(&mut data, id, last.clone());
+    }
+    Ok(to_json(last))
+}

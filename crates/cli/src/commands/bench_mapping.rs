@@ -1,8 +1,9 @@
 //! `ledgerbridge bench mapping`: how long the order→invoice mapping of a
 //! flow file takes once compiled. The fetched data (order, N lines, the
 //! KashFlow product list) is prepared once; each iteration starts from a
-//! copy of it, runs the flow's map steps (`customer_body`, `lines` per
-//! line, `invoice_body`) and turns the invoice into JSON, as a run would.
+//! copy of it, runs the flow's map steps (`customer_body`, `order_facts`,
+//! `lines` per line, `invoice_body`) and turns the invoice into JSON, as a
+//! run would.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,7 +33,7 @@ pub struct MappingArgs {
 }
 
 /// The map steps that turn an order into the invoice, in order.
-const STEPS: &[&str] = &["customer_body", "lines", "invoice_body"];
+const STEPS: &[&str] = &["customer_body", "order_facts", "lines", "invoice_body"];
 
 fn sample(lines: usize) -> (Value, Value, Value) {
     let classes = ["standard", "reduced", "zero", "standard", "Standard"];
@@ -84,23 +85,38 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
         map.insert("steps".into(), VrlValue::Object(fetched));
     }
     let mut runner = Runner::new();
-    let once = |runner: &mut Runner| -> anyhow::Result<Value> {
+    // Nanoseconds of each part of one mapping: the copy of the fetched
+    // data, each step, the invoice's JSON.
+    let mut parts = vec![0u64; steps.len() + 2];
+    let once = |runner: &mut Runner, parts: &mut [u64]| -> anyhow::Result<Value> {
+        let started = Instant::now();
         let mut data = base.clone();
-        let mut invoice = VrlValue::Null;
-        for (id, each, program) in &steps {
+        parts[0] = started.elapsed().as_nanos() as u64;
+        for (index, (id, each, program)) in steps.iter().enumerate() {
+            let started = Instant::now();
             let value = runner
                 .map(*each, program, &mut data)
                 .map_err(anyhow::Error::msg)?;
             if let VrlValue::Object(map) = &mut data {
                 if let Some(VrlValue::Object(outputs)) = map.get_mut("steps") {
-                    outputs.insert((*id).into(), value.clone());
+                    outputs.insert((*id).into(), value);
                 }
             }
-            invoice = value;
+            parts[index + 1] = started.elapsed().as_nanos() as u64;
         }
-        Ok(to_json(invoice))
+        let started = Instant::now();
+        let invoice = match &mut data {
+            VrlValue::Object(map) => match map.get_mut("steps") {
+                Some(VrlValue::Object(outputs)) => outputs.remove("invoice_body"),
+                _ => None,
+            },
+            _ => None,
+        };
+        let json = to_json(invoice.unwrap_or(VrlValue::Null));
+        parts[steps.len() + 1] = started.elapsed().as_nanos() as u64;
+        Ok(json)
     };
-    let invoice = once(&mut runner)?;
+    let invoice = once(&mut runner, &mut parts)?;
     let count = invoice["LineItems"].as_array().map(Vec::len).unwrap_or(0);
     if count < args.lines {
         bail!(
@@ -109,14 +125,18 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
         );
     }
     for _ in 0..args.iterations / 10 {
-        once(&mut runner)?;
+        once(&mut runner, &mut parts)?;
     }
     let mut micros = Vec::with_capacity(args.iterations);
+    let mut part_micros: Vec<Vec<f64>> = vec![Vec::with_capacity(args.iterations); parts.len()];
     for _ in 0..args.iterations {
         let start = Instant::now();
-        let body = once(&mut runner)?;
+        let body = once(&mut runner, &mut parts)?;
         micros.push(start.elapsed().as_secs_f64() * 1e6);
         std::hint::black_box(body);
+        for (index, nanos) in parts.iter().enumerate() {
+            part_micros[index].push(*nanos as f64 / 1e3);
+        }
     }
     micros.sort_by(f64::total_cmp);
     println!(
@@ -130,6 +150,13 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
         percentile(&micros, 0.99),
         micros.first().copied().unwrap_or(f64::NAN)
     );
+    let mut names = vec!["copy of the fetched data".to_owned()];
+    names.extend(steps.iter().map(|(id, _, _)| format!("step {id}")));
+    names.push("invoice → JSON".to_owned());
+    for (name, mut values) in names.into_iter().zip(part_micros) {
+        values.sort_by(f64::total_cmp);
+        println!("  {name:<26} median {:>7.1} µs", percentile(&values, 0.5));
+    }
     Ok(())
 }
 
