@@ -68,6 +68,14 @@ pub fn describe(value: &Value) -> String {
 /// same number (up to 15 significant digits); otherwise an error, so a
 /// request never carries a silently changed amount.
 pub fn to_exact_float(value: Decimal) -> Result<f64, String> {
+    // Up to 15 significant digits a decimal always survives the trip through
+    // the nearest f64 and its shortest text: no check needed.
+    let value = value.normalize();
+    if value.mantissa().unsigned_abs() < 1_000_000_000_000_000 {
+        if let Some(float) = rust_decimal::prelude::ToPrimitive::to_f64(&value) {
+            return Ok(float);
+        }
+    }
     let float: f64 = value
         .to_string()
         .parse()
@@ -123,6 +131,13 @@ mod tests {
             prop_assert!((rounded - value).abs() <= Decimal::new(5, 3));
             // Symmetric: rounding commutes with negation.
             prop_assert_eq!(round_money(-value), -rounded);
+        }
+
+        #[test]
+        fn up_to_15_digits_survive_the_float_edge(mantissa in -999_999_999_999_999i64..999_999_999_999_999, scale in 0u32..15) {
+            let value = Decimal::new(mantissa, scale);
+            let float = to_exact_float(value).unwrap();
+            prop_assert_eq!(Decimal::from_str(&float.to_string()).unwrap(), value);
         }
 
         #[test]

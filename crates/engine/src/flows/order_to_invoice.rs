@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::flow::{Flow, Mode, PlannedRequest, StepCtx, Trigger};
+use crate::flows::mapped_invoice::FlowFileMapping;
 
 /// The flow's name.
 pub const NAME: &str = "order-to-invoice";
@@ -137,6 +138,7 @@ pub struct OrderToInvoice {
     version: String,
     triggers: Vec<Trigger>,
     products: Mutex<Option<(Instant, ProductIndex)>>,
+    mapping: Option<FlowFileMapping>,
 }
 
 impl OrderToInvoice {
@@ -171,7 +173,18 @@ impl OrderToInvoice {
                 verb: "POST".to_owned(),
             }],
             products: Mutex::new(None),
+            mapping: None,
         }
+    }
+
+    /// Takes the invoice body from a flow file's `lines` and `invoice_body`
+    /// map steps instead of [`map_invoice`]. The flow's version then names
+    /// the file's version too (`1+settings/flow:N+hash`), so runs record
+    /// which mapping they ran under.
+    pub fn with_flow_file(mut self, mapping: FlowFileMapping) -> Self {
+        self.version = format!("{}/flow:{}", self.version, mapping.version());
+        self.mapping = Some(mapping);
+        self
     }
 
     async fn products(&self) -> Result<ProductIndex, Failure> {
@@ -645,7 +658,13 @@ impl Flow for OrderToInvoice {
                     .unwrap_or_default()
                     .to_owned();
                 let products = self.products().await?;
-                let mapped = map_invoice(&self.settings, &order, &lines, &products, &code)?;
+                let mapped = match &self.mapping {
+                    Some(file) => Mapped {
+                        invoice: file.invoice(&order, &lines, &products, &code)?,
+                        warnings: Vec::new(),
+                    },
+                    None => map_invoice(&self.settings, &order, &lines, &products, &code)?,
+                };
                 ctx.warnings.extend(mapped.warnings.iter().cloned());
                 let order_id = order.id.clone().unwrap_or_default();
                 let key = BusinessKey::new(
