@@ -473,7 +473,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedFlow, Vec<FlowError>> {
         }
     }
 
-    if errors_found(&at) == 0 {
+    // Cycles are looked for once every reference resolved.
+    if at.errors.is_empty() {
         if let Some(cycle) = find_cycle(&steps) {
             let names: Vec<&str> = cycle.iter().map(|i| steps[*i].id.as_str()).collect();
             let first = cycle[0];
@@ -545,10 +546,6 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedFlow, Vec<FlowError>> {
         finance,
         source: text.to_owned(),
     })
-}
-
-fn errors_found(at: &Locator<'_>) -> usize {
-    at.errors.len()
 }
 
 fn known_help<'a>(lead: &str, names: impl Iterator<Item = &'a String>) -> String {
