@@ -202,3 +202,26 @@ fn the_flow_file_maps_invoices_exactly_like_the_built_in_flow() {
     }
     assert!(compared >= 5, "only {compared} invoices compared");
 }
+
+#[test]
+fn dry_run_of_the_shipped_flow_with_sample_files() {
+    let (code, out, err) = ledgerbridge(
+        &repo(),
+        &[
+            "dry-run",
+            "flows/order-to-invoice.yaml",
+            "--input",
+            "flows/samples/order-submitted.json",
+            "--responses",
+            "flows/samples/responses.json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("POST kashflow /invoices  (step create_invoice)"),
+        "{out}"
+    );
+    assert!(out.contains("business key: invoice:order:SO-1002"), "{out}");
+    assert!(out.contains("\"ExchangeRate\": 1.17"), "{out}");
+    assert!(out.contains("run: Completed"), "{out}");
+}
