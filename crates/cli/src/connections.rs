@@ -1,14 +1,17 @@
 //! `[connections]` (the accounts flows talk to) and `[flows]` (the
 //! pre-built flows' settings), and building the flow registry from them.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use ledgerbridge_connectors::kashflow::{KashFlowClient, KashFlowConfig};
 use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
 use ledgerbridge_connectors::xconnect::{XConnectClient, XConnectConfig};
+use ledgerbridge_engine::flows::mapped_invoice::FlowFileMapping;
 use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
 use ledgerbridge_engine::FlowRegistry;
+use ledgerbridge_mapping::registry::{Registry, RegistryError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -26,12 +29,24 @@ pub struct ConnectionsConfig {
 }
 
 /// `[flows.*]`: which pre-built flows run, and their settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowsConfig {
     /// `[flows.order-to-invoice]`
     #[serde(rename = "order-to-invoice")]
     pub order_to_invoice: OrderToInvoiceSettings,
+    /// Where each version of a loaded flow file is kept (one snapshot per
+    /// content change), so a run can always name the mapping it ran under.
+    pub registry_dir: PathBuf,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            order_to_invoice: OrderToInvoiceSettings::default(),
+            registry_dir: PathBuf::from("data/flows"),
+        }
+    }
 }
 
 /// The business-key namespace of the KashFlow connection.
@@ -60,6 +75,9 @@ pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
                 ordercloud,
                 &oc.base_url,
             );
+            if let Some(file) = &settings.mapping_file {
+                flow = flow.with_flow_file(load_mapping(&config.flows.registry_dir, file)?);
+            }
             if let Some(xc) = &connections.xconnect {
                 let xconnect = XConnectClient::new(XCONNECT_CONNECTION, xc.clone())
                     .context("[connections.xconnect]")?;
@@ -69,4 +87,29 @@ pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
         }
     }
     Ok(flows)
+}
+
+/// Loads (and registers the version of) the invoice mapping flow file.
+fn load_mapping(registry_dir: &Path, file: &Path) -> anyhow::Result<FlowFileMapping> {
+    let registry = Registry::new(registry_dir);
+    let loaded = match registry.load(file) {
+        Ok(loaded) => loaded,
+        Err(RegistryError::Invalid(errors)) => {
+            let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "[flows.order-to-invoice] mapping_file {} has {} error(s) \
+                 (`ledgerbridge validate {}` shows them too):\n{}",
+                file.display(),
+                listed.len(),
+                file.display(),
+                listed.join("\n")
+            );
+        }
+        Err(other) => {
+            return Err(other).with_context(|| {
+                format!("[flows.order-to-invoice] mapping_file {}", file.display())
+            })
+        }
+    };
+    FlowFileMapping::new(Arc::new(loaded)).map_err(anyhow::Error::msg)
 }

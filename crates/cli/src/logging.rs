@@ -8,7 +8,9 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber. `RUST_LOG` overrides `[log] level`.
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
+        // VRL reports its own diagnostics through our error messages; its log
+        // lines would only repeat them.
+        .or_else(|_| EnvFilter::try_new(format!("{},vrl=error", config.level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

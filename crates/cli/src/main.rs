@@ -48,6 +48,12 @@ enum Command {
     /// Check or print the effective configuration (secrets redacted).
     #[command(subcommand)]
     Config(commands::config_cmd::ConfigCommand),
+    /// Check flow files: YAML, keys, step graph, VRL programs, tables.
+    Validate(commands::flows::FlowsArgs),
+    /// Run the flows' own tests offline (no connection is called).
+    Test(commands::flows::FlowsArgs),
+    /// Print the requests a flow would send for an input (nothing is sent).
+    DryRun(commands::flows::DryRunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,6 +90,9 @@ fn main() -> std::process::ExitCode {
             Command::Runs(cmd) => commands::runs::run(config, cmd).await,
             Command::Bench(cmd) => commands::bench::run(config, cmd).await,
             Command::Config(cmd) => commands::config_cmd::run(config, cmd),
+            Command::Validate(args) => commands::flows::validate(args),
+            Command::Test(args) => commands::flows::test(args),
+            Command::DryRun(args) => commands::flows::dry_run(args),
         }
     });
     match result {

@@ -42,24 +42,13 @@ async fn wait_done(database: &str, n: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invoices_match_orders_to_the_penny_across_currencies_and_tax_classes() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}/engine.db", dir.path().display());
-    let target = Target::start().await;
-    let n = 60;
-    let orders = target.place_orders(n, "SO-M").await;
-    let spec = EngineSpec::new(&database, dir.path());
-    let mut engine = Engine::spawn(&spec, &target);
-    engine.wait_healthy().await;
-    let client = reqwest::Client::new();
-    for order in &orders {
-        let body = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
-        deliver(&client, &spec.base(), &body).await;
-    }
-    wait_done(&database, n as u64).await;
-    target.assert_exactly_one_invoice_each(&orders);
-
+/// Checks every order's invoice to the penny (net = the order's total, VAT
+/// per line by tax class and billing country, gross = net + VAT, the
+/// order's currency); returns what the sample covered: orders per
+/// currency, lines per tax class, and the number of zero-rated exports.
+fn assert_invoices_match_orders(
+    target: &Target,
+) -> (BTreeMap<String, usize>, BTreeMap<String, usize>, usize) {
     let settings = OrderToInvoiceSettings::default();
     let snapshot = target.sandbox.ordercloud.snapshot();
     let kf = target.sandbox.kashflow.snapshot();
@@ -132,6 +121,28 @@ async fn invoices_match_orders_to_the_penny_across_currencies_and_tax_classes() 
         );
         *currencies.entry(currency.to_owned()).or_default() += 1;
     }
+    (currencies, classes, exports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoices_match_orders_to_the_penny_across_currencies_and_tax_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/engine.db", dir.path().display());
+    let target = Target::start().await;
+    let n = 60;
+    let orders = target.place_orders(n, "SO-M").await;
+    let spec = EngineSpec::new(&database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    let client = reqwest::Client::new();
+    for order in &orders {
+        let body = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
+        deliver(&client, &spec.base(), &body).await;
+    }
+    wait_done(&database, n as u64).await;
+    target.assert_exactly_one_invoice_each(&orders);
+
+    let (currencies, classes, exports) = assert_invoices_match_orders(&target);
     // The sample covered what it must.
     assert!(currencies.len() >= 3, "{currencies:?}");
     assert!(classes.len() >= 2, "{classes:?}");
@@ -330,4 +341,53 @@ async fn completed_orders_are_paid_once_and_buyers_become_xconnect_contacts() {
         .expect("contact step");
     assert_eq!(contact.output["linked"], true, "{:?}", contact.output);
     engine.sigterm();
+}
+
+/// With `mapping_file` set, the invoice body comes from the flow file's
+/// VRL mapping (`flows/order-to-invoice.yaml`): the invoices are the same
+/// to the penny, and every run records the file's version with its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_file_mapping_makes_the_same_invoices_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/engine.db", dir.path().display());
+    let target = Target::start().await;
+    let n = 30;
+    let orders = target.place_orders(n, "SO-FF").await;
+    let flow_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../flows/order-to-invoice.yaml")
+        .canonicalize()
+        .unwrap();
+    let mut spec = EngineSpec::new(&database, dir.path());
+    spec.extra = format!(
+        "[flows]\nregistry_dir = \"{}/flows\"\n\n[flows.order-to-invoice]\nmapping_file = \"{}\"\n",
+        dir.path().display(),
+        flow_file.display()
+    );
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    let client = reqwest::Client::new();
+    for order in &orders {
+        let body = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
+        deliver(&client, &spec.base(), &body).await;
+    }
+    wait_done(&database, n as u64).await;
+    let counts = run_counts(&database).await;
+    assert_eq!(counts.get("succeeded"), Some(&(n as u64)), "{counts:?}");
+    target.assert_exactly_one_invoice_each(&orders);
+    let (currencies, _, _) = assert_invoices_match_orders(&target);
+    assert!(currencies.len() >= 2, "{currencies:?}");
+
+    let store = ledgerbridge_store::open(&database).await.unwrap();
+    let runs = store.list_runs(&RunFilter::default()).await.unwrap();
+    assert!(
+        runs.iter().all(|r| r.flow_version.contains("/flow:1+")),
+        "{:?}",
+        runs.iter().map(|r| &r.flow_version).collect::<Vec<_>>()
+    );
+    // The version's snapshot is kept for later replays.
+    let kept = std::fs::read_dir(dir.path().join("flows/order-to-invoice"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 1);
+    assert!(engine.sigterm().success());
 }

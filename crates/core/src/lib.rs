@@ -2,6 +2,7 @@
 //! and the canonical types every other crate speaks. No I/O lives here.
 
 pub mod error;
+pub mod flow;
 pub mod keys;
 pub mod secret;
 

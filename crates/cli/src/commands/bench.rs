@@ -32,6 +32,10 @@ pub enum BenchCommand {
     /// The order→invoice workload end to end against the sandbox: orders/s,
     /// latency from webhook to order patch, CPU per order, peak RSS.
     Orders(crate::commands::bench_orders::OrdersArgs),
+    /// The order→invoice mapping of a flow file, compiled once: an
+    /// OrderCloud order of N lines → KashFlow customer and invoice bodies,
+    /// on one thread, no I/O.
+    Mapping(crate::commands::bench_mapping::MappingArgs),
 }
 
 /// Flags of `bench ingest`.
@@ -86,6 +90,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
             memory(store, args).await
         }
         BenchCommand::Orders(args) => crate::commands::bench_orders::run(config, args).await,
+        BenchCommand::Mapping(args) => crate::commands::bench_mapping::run(args),
     }
 }
 

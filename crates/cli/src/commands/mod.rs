@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_mapping;
 pub mod bench_orders;
 pub mod config_cmd;
 pub mod demo;
+pub mod flows;
 pub mod run;
 pub mod runs;
 pub mod sandbox;

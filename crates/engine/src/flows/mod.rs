@@ -1,3 +1,5 @@
-//! Pre-built flows, written in Rust until the flow-file model lands.
+//! Pre-built flows, written in Rust; `mapped_invoice` lets the
+//! order-to-invoice flow take its invoice mapping from a flow file.
 
+pub mod mapped_invoice;
 pub mod order_to_invoice;

@@ -41,6 +41,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::flow::{Flow, Mode, PlannedRequest, StepCtx, Trigger};
+use crate::flows::mapped_invoice::FlowFileMapping;
 
 /// The flow's name.
 pub const NAME: &str = "order-to-invoice";
@@ -96,6 +97,11 @@ pub struct OrderToInvoiceSettings {
     pub payment_method_id: Option<i64>,
     /// KashFlow bank account those payments go to.
     pub bank_account_id: Option<i64>,
+    /// A flow file whose `order_facts`, `lines` and `invoice_body` map
+    /// steps build the invoice instead of the built-in mapping (e.g.
+    /// `flows/order-to-invoice.yaml`). Runs then record its version too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping_file: Option<std::path::PathBuf>,
 }
 
 /// The state an order's status maps to.
@@ -149,6 +155,7 @@ impl Default for OrderToInvoiceSettings {
             status_map: BTreeMap::from([("Completed".to_owned(), InvoiceState::Paid)]),
             payment_method_id: None,
             bank_account_id: None,
+            mapping_file: None,
         }
     }
 }
@@ -179,6 +186,7 @@ pub struct OrderToInvoice {
     steps: Vec<&'static str>,
     xconnect: Option<XConnectClient>,
     products: Mutex<Option<(Instant, ProductIndex)>>,
+    mapping: Option<FlowFileMapping>,
 }
 
 impl OrderToInvoice {
@@ -218,6 +226,7 @@ impl OrderToInvoice {
             steps: vec!["get_order", "customer", "invoice", "mark_order"],
             xconnect: None,
             products: Mutex::new(None),
+            mapping: None,
         }
     }
 
@@ -314,6 +323,16 @@ impl OrderToInvoice {
             )
             .await?;
         Ok(json!({"state": state, "status": status, "payment": paid}))
+    }
+
+    /// Takes the invoice body from a flow file's `lines` and `invoice_body`
+    /// map steps instead of [`map_invoice`]. The flow's version then names
+    /// the file's version too (`2+settings/flow:N+hash`), so runs record
+    /// which mapping they ran under.
+    pub fn with_flow_file(mut self, mapping: FlowFileMapping) -> Self {
+        self.version = format!("{}/flow:{}", self.version, mapping.version());
+        self.mapping = Some(mapping);
+        self
     }
 
     async fn products(&self) -> Result<ProductIndex, Failure> {
@@ -814,7 +833,13 @@ impl Flow for OrderToInvoice {
                     .unwrap_or_default()
                     .to_owned();
                 let products = self.products().await?;
-                let mapped = map_invoice(&self.settings, &order, &lines, &products, &code)?;
+                let mapped = match &self.mapping {
+                    Some(file) => Mapped {
+                        invoice: file.invoice(&order, &lines, &products, &code)?,
+                        warnings: Vec::new(),
+                    },
+                    None => map_invoice(&self.settings, &order, &lines, &products, &code)?,
+                };
                 ctx.warnings.extend(mapped.warnings.iter().cloned());
                 let order_id = order.id.clone().unwrap_or_default();
                 let key = BusinessKey::new(
