@@ -231,3 +231,86 @@ async fn sigterm_drains_and_a_restart_finishes_the_rest() {
     target.assert_exactly_one_invoice_each(&orders);
     assert!(engine.sigterm().success());
 }
+
+/// PostgreSQL goes away mid-run (every connection dropped, new ones
+/// refused) and comes back: while it is gone the inbox answers 503 rather
+/// than acknowledging what it cannot keep, `/readyz` says not ready, and
+/// when it returns the engine resumes by itself — every accepted order
+/// ends as exactly one invoice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_answers_503_and_work_resumes() {
+    let db = PgDb::create().await;
+    let server = pg_server();
+    let host = server
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let upstream: std::net::SocketAddr = tokio::net::lookup_host(host.as_str())
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = TcpProxy::start(upstream).await;
+    let proxied = db.url.replace(&host, &proxy.addr.to_string());
+    assert_ne!(proxied, db.url, "the database URL goes through the proxy");
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start().await;
+    let orders = target.place_orders(30, "SO-PGO").await;
+    let spec = EngineSpec::new(&proxied, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    let client = reqwest::Client::new();
+    for order in &orders[..10] {
+        deliver(
+            &client,
+            &spec.base(),
+            &submit_envelope(order, &format!("pgo-{order}")),
+        )
+        .await;
+    }
+
+    proxy.cut();
+    let body = submit_envelope(&orders[10], &format!("pgo-{}", orders[10]));
+    let mut refused = 0;
+    for _ in 0..5 {
+        let status = deliver_once(&client, &spec.base(), &body).await;
+        assert!(
+            status == 503 || status == 0,
+            "a delivery the store cannot keep must not be acknowledged (got {status})"
+        );
+        refused += usize::from(status == 503);
+    }
+    assert!(refused > 0, "the inbox answers 503 while the store is gone");
+    let ready = client
+        .get(format!("{}/readyz", spec.base()))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ready, 503);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    proxy.restore();
+    for order in &orders[10..] {
+        deliver(
+            &client,
+            &spec.base(),
+            &submit_envelope(order, &format!("pgo-{order}")),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let counts = run_counts(&db.url).await;
+        if counts.get("succeeded").copied().unwrap_or(0) >= 30 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{counts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    target.assert_exactly_one_invoice_each(&orders);
+    assert!(engine.sigterm().success());
+}

@@ -518,3 +518,71 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A TCP proxy in front of a real server (PostgreSQL), for outages: `cut`
+/// drops every open connection and refuses new ones until `restore`.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (down_flag, live_list) = (down.clone(), live.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if down_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                let copy = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                live_list.lock().unwrap().push(copy.abort_handle());
+            }
+        });
+        TcpProxy {
+            addr,
+            down,
+            live,
+            _task: task,
+        }
+    }
+
+    /// The server goes away: open connections are dropped, new ones closed.
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.live.lock().unwrap().drain(..) {
+            handle.abort();
+        }
+    }
+
+    /// The server is back.
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One signed delivery attempt; its status (0 if no answer).
+pub async fn deliver_once(client: &reqwest::Client, base: &str, body: &str) -> u16 {
+    client
+        .post(format!("{base}/webhooks/ordercloud/shop"))
+        .header("content-type", "application/json")
+        .header("X-oc-hash", oc_hash(body))
+        .body(body.to_owned())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
