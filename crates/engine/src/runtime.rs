@@ -410,8 +410,10 @@ pub async fn execute(
         let result = flow.run_step(step, &mut ctx).await;
         metrics::histogram!("lb_step_duration_seconds", "flow" => run.flow.clone(), "step" => step)
             .record(clock.elapsed().as_secs_f64());
-        for warning in &ctx.warnings {
-            tracing::warn!(run = %run.id, flow = %run.flow, step, "{warning}");
+        // One line per step, however many warnings (one per unknown
+        // product line, say): the log stays readable at volume.
+        if !ctx.warnings.is_empty() {
+            tracing::warn!(run = %run.id, flow = %run.flow, step, warnings = ctx.warnings.len(), "{}", ctx.warnings.join("; "));
         }
         let output = match result {
             Ok(output) => output,
