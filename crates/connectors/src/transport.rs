@@ -543,4 +543,104 @@ mod tests {
             "{failure}"
         );
     }
+
+    /// Fuzzing the answers of every target: a 2xx body of any shape
+    /// (mangled real answers, arbitrary text, deep nesting, huge numbers)
+    /// decodes or fails with a message naming the system, method and path,
+    /// never a panic; an error answer of any status and body is classified
+    /// with a non-empty message.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::{kashflow, ordercloud};
+
+        const SAMPLES: &[&str] = &[
+            r#"{"Number":1001,"CustomerReference":"SO-1","NetAmount":10.5,"VATAmount":2.1,"GrossAmount":12.6,"Currency":{"Code":"GBP"},"LineItems":[{"Quantity":1,"Rate":10.5}],"PaymentLines":[]}"#,
+            r#"{"ID":"SO-1","FromUserID":"u1","Status":"Open","Total":12.5,"BillingAddress":{"Street1":"1 High St","Country":"GB"},"xp":{"Currency":"GBP"}}"#,
+            r#"{"Meta":{"Page":1,"PageSize":20,"TotalCount":1,"TotalPages":1},"Items":[{"ID":"L1","ProductID":"P","Quantity":2,"UnitPrice":3.5,"Product":{"ID":"P","xp":{"TaxClass":"standard"}}}]}"#,
+            r#"{"Data":[{"Code":"WID1","NominalCode":4000,"QuantityInStock":5}],"MetaData":{"NextPageUrl":null,"TotalRecords":1}}"#,
+            r#"{"Id":"c-1","Identifiers":[{"Source":"ordercloud","Identifier":"u1"}]}"#,
+            r#"{"Errors":[{"ErrorCode":"NotFound","Message":"Order not found"}]}"#,
+            r#"{"Error":"ValidationError","Message":"Invalid line"}"#,
+        ];
+
+        fn body_strategy() -> impl Strategy<Value = String> {
+            let mangled = (
+                prop::sample::select(SAMPLES),
+                0usize..400,
+                0usize..24,
+                "\\PC{0,12}",
+            )
+                .prop_map(|(sample, at, cut, junk)| {
+                    let mut text = sample.to_owned();
+                    let mut at = at % (text.len() + 1);
+                    while !text.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    let mut end = (at + cut).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.replace_range(at..end, &junk);
+                    text
+                });
+            prop_oneof![
+                4 => mangled,
+                1 => "\\PC{0,200}",
+                1 => (1usize..5000).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
+                1 => "-?[0-9]{1,400}(\\.[0-9]{1,50})?(e[+-]?[0-9]{1,6})?"
+                    .prop_map(|n| format!(r#"{{"Number":{n},"NetAmount":{n},"Total":{n}}}"#)),
+            ]
+        }
+
+        fn answer(status: u16, body: String, method: Method) -> Answer {
+            Answer {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                body,
+                retry_after: None,
+                method,
+                path: "/fuzz".to_owned(),
+            }
+        }
+
+        fn decodes_or_explains<T: DeserializeOwned>(answer: &Answer, system: &str) {
+            if let Err(failure) = answer.json::<T>(system) {
+                assert!(
+                    failure.message.starts_with(&format!("{system} GET /fuzz")),
+                    "{failure}"
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_success_body_decodes_or_is_explained(body in body_strategy()) {
+                let answer = answer(200, body, Method::GET);
+                decodes_or_explains::<kashflow::Invoice>(&answer, "KashFlow");
+                decodes_or_explains::<kashflow::Customer>(&answer, "KashFlow");
+                decodes_or_explains::<ordercloud::Order>(&answer, "OrderCloud");
+                decodes_or_explains::<ordercloud::ListPage<ordercloud::LineItem>>(
+                    &answer,
+                    "OrderCloud",
+                );
+                decodes_or_explains::<serde_json::Value>(&answer, "xConnect");
+            }
+
+            #[test]
+            fn any_error_answer_is_classified_with_a_message(
+                status in 300u16..600,
+                body in body_strategy(),
+                post in any::<bool>(),
+            ) {
+                let method = if post { Method::POST } else { Method::GET };
+                for system in ["kashflow", "ordercloud", "xconnect", "gateway"] {
+                    let failure = answer(status, body.clone(), method.clone()).failure(system);
+                    prop_assert!(!failure.message.trim().is_empty());
+                }
+            }
+        }
+    }
 }
