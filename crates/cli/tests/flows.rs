@@ -3,10 +3,12 @@
 //! order-to-invoice flow file against the built-in Rust flow: the same
 //! input must give the same KashFlow invoice body.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::cli_in;
 use ledgerbridge_connectors::kashflow::Product;
 use ledgerbridge_connectors::ordercloud::{LineItem, Order};
 use ledgerbridge_engine::flows::order_to_invoice::{map_invoice, OrderToInvoiceSettings};
@@ -16,25 +18,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn ledgerbridge(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ledgerbridge"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run ledgerbridge");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `validate` on a broken flow written to `FLOW.yaml`: its stderr.
 fn validate_errors(flow: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("FLOW.yaml"), flow).unwrap();
-    let (code, _, err) = ledgerbridge(dir.path(), &["validate", "FLOW.yaml"]);
+    let (code, _, err) = cli_in(dir.path(), &["validate", "FLOW.yaml"]);
     assert_eq!(code, 1, "{err}");
     err
 }
@@ -61,7 +49,7 @@ steps:
 fn a_good_flow_validates() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tiny.yaml"), GOOD).unwrap();
-    let (code, out, err) = ledgerbridge(dir.path(), &["validate", "tiny.yaml"]);
+    let (code, out, err) = cli_in(dir.path(), &["validate", "tiny.yaml"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("flow tiny version 0+"), "{out}");
 }
@@ -108,7 +96,7 @@ fn validate_finds_loops_and_undeclared_connections() {
 
 #[test]
 fn the_shipped_flows_pass_their_own_tests() {
-    let (code, out, err) = ledgerbridge(&repo(), &["test"]);
+    let (code, out, err) = cli_in(&repo(), &["test"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("order-to-invoice"), "{out}");
     assert!(out.contains(" 0 failed"), "{out}");
@@ -121,7 +109,7 @@ fn a_failing_flow_test_exits_non_zero_and_says_why() {
     assert_ne!(broken, text);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("o2i.yaml"), broken).unwrap();
-    let (code, out, _) = ledgerbridge(dir.path(), &["test", "o2i.yaml"]);
+    let (code, out, _) = cli_in(dir.path(), &["test", "o2i.yaml"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED"), "{out}");
     assert!(
@@ -139,7 +127,7 @@ fn dry_run_prints_the_requests_and_sends_nothing() {
     )
     .unwrap();
     std::fs::write(dir.path().join("tiny.yaml"), GOOD).unwrap();
-    let (code, out, err) = ledgerbridge(
+    let (code, out, err) = cli_in(
         dir.path(),
         &["dry-run", "tiny.yaml", "--input", "input.json"],
     );
@@ -205,7 +193,7 @@ fn the_flow_file_maps_invoices_exactly_like_the_built_in_flow() {
 
 #[test]
 fn dry_run_of_the_shipped_flow_with_sample_files() {
-    let (code, out, err) = ledgerbridge(
+    let (code, out, err) = cli_in(
         &repo(),
         &[
             "dry-run",

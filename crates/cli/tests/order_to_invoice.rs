@@ -134,11 +134,7 @@ async fn invoices_match_orders_to_the_penny_across_currencies_and_tax_classes() 
     let spec = EngineSpec::new(&database, dir.path());
     let mut engine = Engine::spawn(&spec, &target);
     engine.wait_healthy().await;
-    let client = reqwest::Client::new();
-    for order in &orders {
-        let body = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
-        deliver(&client, &spec.base(), &body).await;
-    }
+    submit_all(&spec.base(), &orders).await;
     wait_done(&database, n as u64).await;
     target.assert_exactly_one_invoice_each(&orders);
 
@@ -163,11 +159,7 @@ async fn unknown_products_park_when_configured_to() {
     spec.extra = "[flows.order-to-invoice]\nunknown_product = \"park\"\n".to_owned();
     let mut engine = Engine::spawn(&spec, &target);
     engine.wait_healthy().await;
-    let client = reqwest::Client::new();
-    for order in &orders {
-        let body = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
-        deliver(&client, &spec.base(), &body).await;
-    }
+    submit_all(&spec.base(), &orders).await;
     wait_done(&database, orders.len() as u64).await;
     let store = ledgerbridge_store::open(&database).await.unwrap();
     let parked = store
@@ -228,20 +220,7 @@ async fn completed_orders_are_paid_once_and_buyers_become_xconnect_contacts() {
     assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
 
     // The second order is completed in OrderCloud (admin token).
-    let token: Value = client
-        .post(format!("{}/ordercloud/oauth/token", target.base()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "ledgerbridge-sim-client"),
-            ("client_secret", "sim-secret"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = token["access_token"].as_str().unwrap().to_owned();
+    let bearer = target.ordercloud_token().await;
     let completed = client
         .post(format!(
             "{}/ordercloud/v1/orders/Incoming/{}/complete",
@@ -365,11 +344,7 @@ async fn the_flow_file_mapping_makes_the_same_invoices_and_is_recorded() {
     );
     let mut engine = Engine::spawn(&spec, &target);
     engine.wait_healthy().await;
-    let client = reqwest::Client::new();
-    for order in &orders {
-        let body = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
-        deliver(&client, &spec.base(), &body).await;
-    }
+    submit_all(&spec.base(), &orders).await;
     wait_done(&database, n as u64).await;
     let counts = run_counts(&database).await;
     assert_eq!(counts.get("succeeded"), Some(&(n as u64)), "{counts:?}");

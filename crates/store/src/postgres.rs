@@ -176,20 +176,6 @@ impl PgStore {
         Ok(())
     }
 
-    async fn load_intent(&self, key: &BusinessKey) -> Result<Option<Intent>> {
-        let query = format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE connection = $1 AND kind = $2 AND key = $3"
-        );
-        let row = sqlx::query(&query)
-            .bind(&key.connection)
-            .bind(&key.kind)
-            .bind(&key.key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| map_error(&e))?;
-        row.as_ref().map(intent_from_row).transpose()
-    }
-
     /// Why an update guarded by a state condition changed nothing.
     async fn explain_no_update(&self, id: Uuid, action: &str) -> StoreError {
         let state: std::result::Result<Option<String>, _> =
@@ -691,8 +677,7 @@ impl Store for PgStore {
             });
         }
         // It existed: a fresh statement sees the committed row.
-        let intent = self
-            .load_intent(key)
+        let intent = load_intent(&self.pool, key)
             .await?
             .ok_or_else(|| StoreError::Unavailable(format!("intent {key} changed concurrently")))?;
         Ok(BegunIntent {
@@ -707,7 +692,7 @@ impl Store for PgStore {
     }
 
     async fn intent(&self, key: &BusinessKey) -> Result<Option<Intent>> {
-        self.load_intent(key).await
+        load_intent(&self.pool, key).await
     }
 
     async fn ledger(&self, connection: &str, kind: &str) -> Result<Vec<Intent>> {
@@ -768,7 +753,11 @@ impl Store for PgStore {
 
 // ---- writes shared by single calls and step commits ----
 
-async fn load_intent_in(conn: &mut PgConnection, key: &BusinessKey) -> Result<Option<Intent>> {
+/// The ledger row of `key`, on the pool or inside a transaction.
+async fn load_intent<'e, E>(executor: E, key: &BusinessKey) -> Result<Option<Intent>>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
     let query = format!(
         "SELECT {INTENT_COLUMNS} FROM intents WHERE connection = $1 AND kind = $2 AND key = $3"
     );
@@ -776,7 +765,7 @@ async fn load_intent_in(conn: &mut PgConnection, key: &BusinessKey) -> Result<Op
         .bind(&key.connection)
         .bind(&key.kind)
         .bind(&key.key)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(executor)
         .await
         .map_err(|e| map_error(&e))?;
     row.as_ref().map(intent_from_row).transpose()
@@ -883,7 +872,7 @@ async fn link_in(conn: &mut PgConnection, key: &BusinessKey, external_id: &str) 
         return Ok(());
     }
     // Already linked (a linked intent never changes again).
-    match load_intent_in(&mut *conn, key).await?.map(|i| i.state) {
+    match load_intent(&mut *conn, key).await?.map(|i| i.state) {
         Some(crate::IntentState::Linked {
             external_id: current,
         }) if current == external_id => Ok(()),

@@ -123,6 +123,24 @@ impl Target {
         report.order_ids
     }
 
+    /// An OrderCloud access token of the sandbox's integration client.
+    pub async fn ordercloud_token(&self) -> String {
+        let token: Value = reqwest::Client::new()
+            .post(format!("{}/ordercloud/oauth/token", self.base()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "ledgerbridge-sim-client"),
+                ("client_secret", "sim-secret"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        token["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// KashFlow invoices by CustomerReference (the order id).
     pub fn invoices_by_reference(&self) -> BTreeMap<String, Vec<i64>> {
         let snapshot = self.sandbox.kashflow.snapshot();
@@ -343,7 +361,13 @@ pub fn binary() -> &'static str {
 
 /// Runs `ledgerbridge ARGS` to completion; returns (status, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_in(Path::new("."), args)
+}
+
+/// [`cli`] with `dir` as the working directory.
+pub fn cli_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary())
+        .current_dir(dir)
         .args(args)
         .env_remove("RUST_LOG")
         .output()
@@ -585,4 +609,14 @@ pub async fn deliver_once(client: &reqwest::Client, base: &str, body: &str) -> u
         .send()
         .await
         .map_or(0, |r| r.status().as_u16())
+}
+
+/// Delivers one submit webhook per order (each with a fresh LogID) to the
+/// engine at `base`, retrying each until accepted.
+pub async fn submit_all(base: &str, orders: &[String]) {
+    let client = reqwest::Client::new();
+    for order in orders {
+        let body = submit_envelope(order, &uuid::Uuid::new_v4().to_string());
+        deliver(&client, base, &body).await;
+    }
 }

@@ -97,6 +97,7 @@ impl FlowFileMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flows::order_to_invoice::tests::known_products;
     use crate::flows::order_to_invoice::{map_invoice, OrderToInvoiceSettings};
     use std::path::Path;
 
@@ -104,17 +105,6 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../flows/order-to-invoice.yaml");
         let flow = ledgerbridge_mapping::load_file(&path).unwrap_or_else(|e| panic!("{e:?}"));
         FlowFileMapping::new(Arc::new(flow)).unwrap()
-    }
-
-    fn products() -> HashMap<String, Product> {
-        HashMap::from([(
-            "WID1".to_owned(),
-            Product {
-                code: Some("WID1".to_owned()),
-                nominal_code: Some(4000),
-                ..Product::default()
-            },
-        )])
     }
 
     #[test]
@@ -136,12 +126,12 @@ mod tests {
             &OrderToInvoiceSettings::default(),
             &order,
             &lines,
-            &products(),
+            &known_products(),
             "OC-U1",
         )
         .unwrap();
         let file = shipped()
-            .invoice(&order, &lines, &products(), "OC-U1")
+            .invoice(&order, &lines, &known_products(), "OC-U1")
             .unwrap();
         assert_eq!(file, rust.invoice);
     }
@@ -154,7 +144,7 @@ mod tests {
             serde_json::from_value(json!([{"ProductID": "WID1", "Quantity": 1, "UnitPrice": 10}]))
                 .unwrap();
         let failure = shipped()
-            .invoice(&order, &lines, &products(), "C")
+            .invoice(&order, &lines, &known_products(), "C")
             .unwrap_err();
         assert_eq!(failure.class, ledgerbridge_core::ErrorClass::Validation);
         assert!(

@@ -936,7 +936,7 @@ impl Flow for OrderToInvoice {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn order(json: Value) -> Order {
@@ -952,7 +952,8 @@ mod tests {
         .unwrap()
     }
 
-    fn known_products() -> HashMap<String, Product> {
+    /// KashFlow knows one product, WID1, on nominal 4000.
+    pub(crate) fn known_products() -> HashMap<String, Product> {
         HashMap::from([(
             "WID1".to_owned(),
             Product {
