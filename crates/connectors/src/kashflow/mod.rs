@@ -267,6 +267,22 @@ impl KashFlowClient {
                 format!("{NAME}: invoice {invoice_number} not found"),
             ));
         };
+        self.add_payment_to(invoice, payment).await
+    }
+
+    /// [`KashFlowClient::add_payment`] on an invoice the caller has just
+    /// read (to size the payment, say), saving the second `GET`.
+    pub async fn add_payment_to(
+        &self,
+        invoice: Invoice,
+        payment: PaymentLine,
+    ) -> Result<Invoice, Failure> {
+        let invoice_number = invoice.number.ok_or_else(|| {
+            Failure::new(
+                ErrorClass::Unknown,
+                format!("{NAME}: an invoice without a Number cannot take a payment"),
+            )
+        })?;
         let mut lines = invoice.payment_lines.clone().unwrap_or_default();
         if let Some(reference) = payment.reference.as_deref().filter(|r| !r.is_empty()) {
             if lines

@@ -317,7 +317,7 @@ impl OrderToInvoice {
                         note: Some(note),
                         ..PaymentLine::default()
                     };
-                    kashflow.add_payment(number, payment).await?;
+                    kashflow.add_payment_to(invoice, payment).await?;
                     Ok(reference_ref.clone())
                 },
             )
