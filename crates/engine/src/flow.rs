@@ -48,6 +48,13 @@ pub enum Trigger {
     OrderCloud { route: String, verb: String },
     /// A payment-gateway webhook of one of these event types.
     Gateway { event_types: Vec<String> },
+    /// A change found by polling `source` (e.g. `kashflow:customers`) of
+    /// this kind (e.g. `customer.changed`).
+    Poll {
+        source: String,
+        #[serde(rename = "change")]
+        kind: String,
+    },
 }
 
 /// The facts about a received event that select flows.
@@ -57,6 +64,8 @@ pub enum EventKind<'a> {
     OrderCloud { route: &'a str, verb: &'a str },
     /// A gateway webhook.
     Gateway { event_type: &'a str },
+    /// A change found by a poll.
+    Poll { source: &'a str, kind: &'a str },
 }
 
 impl Trigger {
@@ -68,6 +77,9 @@ impl Trigger {
             }
             (Trigger::Gateway { event_types }, EventKind::Gateway { event_type }) => {
                 event_types.iter().any(|t| t == event_type)
+            }
+            (Trigger::Poll { source, kind }, EventKind::Poll { source: s, kind: k }) => {
+                source == s && kind == k
             }
             _ => false,
         }
@@ -139,6 +151,11 @@ impl<'a> StepCtx<'a> {
             audits: Vec::new(),
             store,
         }
+    }
+
+    /// The store, for flows that keep state of their own (sync state, say).
+    pub fn store(&self) -> &'a dyn Store {
+        self.store
     }
 
     /// The run's input.

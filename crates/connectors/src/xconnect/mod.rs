@@ -104,6 +104,19 @@ impl XConnectClient {
         }
     }
 
+    /// Updates a contact's personal information and preferred email
+    /// (`PATCH /contacts/{id}`, facets merged). A contact deleted meanwhile
+    /// is `NotFound`.
+    pub async fn update_contact(&self, id: &str, contact: NewContact<'_>) -> Result<(), Failure> {
+        let mut path: Vec<&str> = wire::CONTACTS_PATH.to_vec();
+        path.push(id);
+        let url = self.inner.url(&path);
+        let body = Body::json(&wire::update_body(&contact))?;
+        let answer = self.inner.send(Method::PATCH, &url, &body, None).await?;
+        answer.ok(SYSTEM)?;
+        Ok(())
+    }
+
     /// The id of the contact with identifier `(source, identifier)`, if any.
     pub async fn find_contact(
         &self,

@@ -34,6 +34,15 @@ pub(super) fn create_body(contact: &NewContact<'_>) -> Value {
     body
 }
 
+/// The update body: the facets only (identifiers never change).
+pub(super) fn update_body(contact: &NewContact<'_>) -> Value {
+    let mut body = create_body(contact);
+    if let Some(map) = body.as_object_mut() {
+        map.remove("Identifiers");
+    }
+    body
+}
+
 /// The query of a lookup by identifier.
 pub(super) fn lookup_query(source: &str, identifier: &str) -> [(&'static str, String); 2] {
     [
