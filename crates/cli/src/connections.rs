@@ -8,9 +8,12 @@ use anyhow::Context;
 use ledgerbridge_connectors::kashflow::{KashFlowClient, KashFlowConfig};
 use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
 use ledgerbridge_connectors::xconnect::{XConnectClient, XConnectConfig};
+use ledgerbridge_engine::flows::customer_sync::{
+    CustomerSync, CustomerSyncSettings, KashFlowCustomerPoll,
+};
 use ledgerbridge_engine::flows::mapped_invoice::FlowFileMapping;
 use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
-use ledgerbridge_engine::FlowRegistry;
+use ledgerbridge_engine::{FlowRegistry, PollSource};
 use ledgerbridge_mapping::registry::{Registry, RegistryError};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +38,9 @@ pub struct FlowsConfig {
     /// `[flows.order-to-invoice]`
     #[serde(rename = "order-to-invoice")]
     pub order_to_invoice: OrderToInvoiceSettings,
+    /// `[flows.customer-sync]`
+    #[serde(rename = "customer-sync")]
+    pub customer_sync: CustomerSyncSettings,
     /// Where each version of a loaded flow file is kept (one snapshot per
     /// content change), so a run can always name the mapping it ran under.
     pub registry_dir: PathBuf,
@@ -44,6 +50,7 @@ impl Default for FlowsConfig {
     fn default() -> Self {
         FlowsConfig {
             order_to_invoice: OrderToInvoiceSettings::default(),
+            customer_sync: CustomerSyncSettings::default(),
             registry_dir: PathBuf::from("data/flows"),
         }
     }
@@ -58,35 +65,73 @@ pub const XCONNECT_CONNECTION: &str = "xconnect";
 
 /// Builds every flow whose connections are configured.
 pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
+    Ok(build(config)?.flows)
+}
+
+/// The enabled flows and the poll sources they need, over one client per
+/// connection (so each connection's rate limit is shared by all of them).
+pub struct Built {
+    /// The flows, by name.
+    pub flows: FlowRegistry,
+    /// The poll sources (KashFlow has no webhooks).
+    pub pollers: Vec<Arc<dyn PollSource>>,
+}
+
+/// Builds the flows and poll sources of the configuration.
+pub fn build(config: &Config) -> anyhow::Result<Built> {
     let mut flows = FlowRegistry::new();
+    let mut pollers: Vec<Arc<dyn PollSource>> = Vec::new();
     let connections = &config.connections;
-    if let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) {
-        let settings = &config.flows.order_to_invoice;
-        if settings.enabled {
-            let kashflow = KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone())
-                .context("[connections.kashflow]")?;
-            let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
-                .context("[connections.ordercloud]")?;
-            let mut flow = OrderToInvoice::new(
-                settings.clone(),
-                kashflow,
-                KASHFLOW_CONNECTION,
-                &kf.base_url,
-                ordercloud,
-                &oc.base_url,
-            );
-            if let Some(file) = &settings.mapping_file {
-                flow = flow.with_flow_file(load_mapping(&config.flows.registry_dir, file)?);
-            }
-            if let Some(xc) = &connections.xconnect {
-                let xconnect = XConnectClient::new(XCONNECT_CONNECTION, xc.clone())
-                    .context("[connections.xconnect]")?;
-                flow = flow.with_xconnect(xconnect);
-            }
-            flows.register(Arc::new(flow));
+    let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) else {
+        return Ok(Built { flows, pollers });
+    };
+    let kashflow =
+        KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone()).context("[connections.kashflow]")?;
+    let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
+        .context("[connections.ordercloud]")?;
+    let xconnect = match &connections.xconnect {
+        Some(xc) => Some(
+            XConnectClient::new(XCONNECT_CONNECTION, xc.clone())
+                .context("[connections.xconnect]")?,
+        ),
+        None => None,
+    };
+    let settings = &config.flows.order_to_invoice;
+    if settings.enabled {
+        let mut flow = OrderToInvoice::new(
+            settings.clone(),
+            kashflow.clone(),
+            KASHFLOW_CONNECTION,
+            &kf.base_url,
+            ordercloud.clone(),
+            &oc.base_url,
+        );
+        if let Some(file) = &settings.mapping_file {
+            flow = flow.with_flow_file(load_mapping(&config.flows.registry_dir, file)?);
         }
+        if let Some(xconnect) = &xconnect {
+            flow = flow.with_xconnect(xconnect.clone());
+        }
+        flows.register(Arc::new(flow));
     }
-    Ok(flows)
+    let sync = &config.flows.customer_sync;
+    if sync.enabled {
+        sync.validate().map_err(anyhow::Error::msg)?;
+        flows.register(Arc::new(CustomerSync::new(
+            sync.clone(),
+            kashflow.clone(),
+            &kf.base_url,
+            ordercloud.clone(),
+            &oc.base_url,
+            xconnect.clone(),
+        )));
+        pollers.push(Arc::new(KashFlowCustomerPoll::new(
+            kashflow.clone(),
+            std::time::Duration::from_secs(sync.poll_interval_secs),
+            sync.initial_poll,
+        )));
+    }
+    Ok(Built { flows, pollers })
 }
 
 /// Loads (and registers the version of) the invoice mapping flow file.
