@@ -36,6 +36,9 @@ pub enum BenchCommand {
     /// OrderCloud order of N lines → KashFlow customer and invoice bodies,
     /// on one thread, no I/O.
     Mapping(crate::commands::bench_mapping::MappingArgs),
+    /// One poll cycle of KashFlow customers: N customers listed, M changed
+    /// ones detected and stored, none refetched one by one.
+    Poll(crate::commands::bench_poll::PollArgs),
 }
 
 /// Flags of `bench ingest`.
@@ -91,12 +94,15 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Orders(args) => crate::commands::bench_orders::run(config, args).await,
         BenchCommand::Mapping(args) => crate::commands::bench_mapping::run(args),
+        BenchCommand::Poll(args) => crate::commands::bench_poll::run(config, args).await,
     }
 }
 
 /// The configured store, or a fresh SQLite file in a scratch directory
 /// (kept alive by the returned guard) when the default is configured.
-async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, tempfile::TempDir)> {
+pub(crate) async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, tempfile::TempDir)> {
     let scratch = tempfile::tempdir()?;
     let url = if config.database.url == crate::config::DatabaseConfig::default().url {
         format!("sqlite://{}/bench.db", scratch.path().display())

@@ -132,6 +132,35 @@ impl KashFlow {
         self.sessions().expire_all()
     }
 
+    /// Creates customers in-process, as `POST /customers` would (bodies in
+    /// its JSON shape), for benchmarks that need tens of thousands of them.
+    /// Returns how many were created; the first invalid body stops it.
+    pub fn seed_customers(&self, bodies: &[serde_json::Value]) -> Result<usize, KfError> {
+        let now = chrono::Utc::now().naive_utc();
+        let mut data = self.write();
+        for (n, body) in bodies.iter().enumerate() {
+            let bytes = serde_json::to_vec(body)
+                .map_err(|e| KfError::validation(format!("seed customer {n}: {e}")))?;
+            let input = input::parse_body::<model::CustomerInput>(&bytes)?;
+            data.create_customer(input, now)?;
+        }
+        Ok(bodies.len())
+    }
+
+    /// Changes a customer in-process, as `PUT /customers/{code}` would.
+    pub fn update_customer_json(
+        &self,
+        code: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), KfError> {
+        let now = chrono::Utc::now().naive_utc();
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| KfError::validation(format!("customer {code}: {e}")))?;
+        let input = input::parse_body::<model::CustomerInput>(&bytes)?;
+        self.write().update_customer(code, input, now)?;
+        Ok(())
+    }
+
     /// Sets a product's `QuantityInStock` (the first product with `code`
     /// when `nominal_code` is `None`). Returns the product as JSON.
     pub fn set_stock(
