@@ -10,6 +10,7 @@ use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
 use ledgerbridge_connectors::xconnect::{XConnectClient, XConnectConfig};
 use ledgerbridge_engine::flows::mapped_invoice::FlowFileMapping;
 use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
+use ledgerbridge_engine::flows::payments::{PaymentSettings, PaymentToInvoice};
 use ledgerbridge_engine::FlowRegistry;
 use ledgerbridge_mapping::registry::{Registry, RegistryError};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,9 @@ pub struct FlowsConfig {
     /// `[flows.order-to-invoice]`
     #[serde(rename = "order-to-invoice")]
     pub order_to_invoice: OrderToInvoiceSettings,
+    /// `[flows.payment-to-invoice]`
+    #[serde(rename = "payment-to-invoice")]
+    pub payment_to_invoice: PaymentSettings,
     /// Where each version of a loaded flow file is kept (one snapshot per
     /// content change), so a run can always name the mapping it ran under.
     pub registry_dir: PathBuf,
@@ -44,6 +48,7 @@ impl Default for FlowsConfig {
     fn default() -> Self {
         FlowsConfig {
             order_to_invoice: OrderToInvoiceSettings::default(),
+            payment_to_invoice: PaymentSettings::default(),
             registry_dir: PathBuf::from("data/flows"),
         }
     }
@@ -56,20 +61,25 @@ pub const ORDERCLOUD_CONNECTION: &str = "ordercloud";
 /// The name of the xConnect connection.
 pub const XCONNECT_CONNECTION: &str = "xconnect";
 
-/// Builds every flow whose connections are configured.
+/// Builds every flow whose connections are configured. The flows share
+/// one KashFlow client (one session, one rate limiter, and one lock per
+/// invoice for payments, so two flows paying one invoice never interleave).
 pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
     let mut flows = FlowRegistry::new();
     let connections = &config.connections;
-    if let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) {
+    let Some(kf) = &connections.kashflow else {
+        return Ok(flows);
+    };
+    let kashflow =
+        KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone()).context("[connections.kashflow]")?;
+    if let Some(oc) = &connections.ordercloud {
         let settings = &config.flows.order_to_invoice;
         if settings.enabled {
-            let kashflow = KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone())
-                .context("[connections.kashflow]")?;
             let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
                 .context("[connections.ordercloud]")?;
             let mut flow = OrderToInvoice::new(
                 settings.clone(),
-                kashflow,
+                kashflow.clone(),
                 KASHFLOW_CONNECTION,
                 &kf.base_url,
                 ordercloud,
@@ -85,6 +95,15 @@ pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
             }
             flows.register(Arc::new(flow));
         }
+    }
+    let payments = &config.flows.payment_to_invoice;
+    if payments.enabled {
+        flows.register(Arc::new(PaymentToInvoice::new(
+            payments.clone(),
+            kashflow,
+            KASHFLOW_CONNECTION,
+            &kf.base_url,
+        )));
     }
     Ok(flows)
 }
