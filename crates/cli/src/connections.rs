@@ -13,6 +13,7 @@ use ledgerbridge_engine::flows::customer_sync::{
 };
 use ledgerbridge_engine::flows::mapped_invoice::FlowFileMapping;
 use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
+use ledgerbridge_engine::flows::payments::{PaymentSettings, PaymentToInvoice};
 use ledgerbridge_engine::{FlowRegistry, PollSource};
 use ledgerbridge_mapping::registry::{Registry, RegistryError};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub struct FlowsConfig {
     /// `[flows.customer-sync]`
     #[serde(rename = "customer-sync")]
     pub customer_sync: CustomerSyncSettings,
+    /// `[flows.payment-to-invoice]`
+    #[serde(rename = "payment-to-invoice")]
+    pub payment_to_invoice: PaymentSettings,
     /// Where each version of a loaded flow file is kept (one snapshot per
     /// content change), so a run can always name the mapping it ran under.
     pub registry_dir: PathBuf,
@@ -51,6 +55,7 @@ impl Default for FlowsConfig {
         FlowsConfig {
             order_to_invoice: OrderToInvoiceSettings::default(),
             customer_sync: CustomerSyncSettings::default(),
+            payment_to_invoice: PaymentSettings::default(),
             registry_dir: PathBuf::from("data/flows"),
         }
     }
@@ -77,16 +82,31 @@ pub struct Built {
     pub pollers: Vec<Arc<dyn PollSource>>,
 }
 
-/// Builds the flows and poll sources of the configuration.
+/// Builds the flows and poll sources of the configuration. The flows share
+/// one client per connection: one KashFlow session and rate limiter, and
+/// one lock per invoice for payments, so two flows paying one invoice never
+/// interleave.
 pub fn build(config: &Config) -> anyhow::Result<Built> {
     let mut flows = FlowRegistry::new();
     let mut pollers: Vec<Arc<dyn PollSource>> = Vec::new();
     let connections = &config.connections;
-    let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) else {
+    let Some(kf) = &connections.kashflow else {
         return Ok(Built { flows, pollers });
     };
     let kashflow =
         KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone()).context("[connections.kashflow]")?;
+    let payments = &config.flows.payment_to_invoice;
+    if payments.enabled {
+        flows.register(Arc::new(PaymentToInvoice::new(
+            payments.clone(),
+            kashflow.clone(),
+            KASHFLOW_CONNECTION,
+            &kf.base_url,
+        )));
+    }
+    let Some(oc) = &connections.ordercloud else {
+        return Ok(Built { flows, pollers });
+    };
     let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
         .context("[connections.ordercloud]")?;
     let xconnect = match &connections.xconnect {

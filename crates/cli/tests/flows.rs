@@ -1,7 +1,7 @@
 //! Flow files through the real binary: `validate` errors (snapshots),
-//! `test` on the shipped flows, `dry-run`; and the shipped
-//! order-to-invoice flow file against the built-in Rust flow: the same
-//! input must give the same KashFlow invoice body.
+//! `test` on the shipped flows, `dry-run`; and the shipped flow files
+//! against the built-in Rust flows: the same input must give the same
+//! KashFlow invoice body, and the same payment line.
 
 mod common;
 
@@ -99,6 +99,7 @@ fn the_shipped_flows_pass_their_own_tests() {
     let (code, out, err) = cli_in(&repo(), &["test"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("order-to-invoice"), "{out}");
+    assert!(out.contains("payment-to-invoice"), "{out}");
     assert!(out.contains(" 0 failed"), "{out}");
 }
 
@@ -212,4 +213,79 @@ fn dry_run_of_the_shipped_flow_with_sample_files() {
     assert!(out.contains("business key: invoice:order:SO-1002"), "{out}");
     assert!(out.contains("\"ExchangeRate\": 1.17"), "{out}");
     assert!(out.contains("run: Completed"), "{out}");
+}
+
+/// The payment flow file and the built-in Rust flow write the same payment
+/// line (amount, reference, note, refund flag) for every payment its tests
+/// send, and read the same amount from the event.
+#[test]
+fn the_payment_flow_file_pays_exactly_like_the_built_in_flow() {
+    use ledgerbridge_connectors::kashflow::Invoice;
+    use ledgerbridge_engine::flows::payments::{
+        decide, parse_event, Overpayment, PaymentEvent, PaymentSettings,
+    };
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+
+    let path = repo().join("flows/payment-to-invoice.yaml");
+    let flow = ledgerbridge_mapping::load_file(&path).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut compared = 0;
+    for case in &flow.flow.tests {
+        let result = ledgerbridge_mapping::run_test(&flow, case);
+        let Some(request) = result.outcome.requests.iter().find(|r| r.step == "pay") else {
+            continue;
+        };
+        let PaymentEvent::Apply {
+            order_id,
+            movements,
+        } = parse_event(&case.input).unwrap_or_else(|f| panic!("{}: {}", case.name, f.message))
+        else {
+            panic!("{}: not a payment", case.name);
+        };
+        let movement = movements.last().unwrap();
+        let file_amount = result.outcome.outputs["payment"]["amount"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            Decimal::from_str(file_amount).unwrap(),
+            movement.amount,
+            "{}",
+            case.name
+        );
+        let settings = PaymentSettings {
+            overpayment: match case.vars.get("overpayment").and_then(Value::as_str) {
+                Some("cap") => Overpayment::Cap,
+                _ => Overpayment::Apply,
+            },
+            ..PaymentSettings::default()
+        };
+        let invoice: Invoice =
+            serde_json::from_value(case.responses["get_invoice"].body.clone()).unwrap();
+        let (line, _) = decide(&settings, &order_id, movement, &invoice)
+            .unwrap_or_else(|f| panic!("{}: {}", case.name, f.message));
+        let line = line.unwrap_or_else(|| panic!("{}: Rust writes nothing", case.name));
+        let body = request.body.as_ref().unwrap();
+        let sent = body["PaymentLines"].as_array().unwrap().last().unwrap();
+        assert_eq!(
+            Decimal::from_str(&sent["Amount"].to_string()).unwrap(),
+            line.amount.unwrap(),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            sent["Reference"].as_str(),
+            line.reference.as_deref(),
+            "{}",
+            case.name
+        );
+        assert_eq!(sent["Note"].as_str(), line.note.as_deref(), "{}", case.name);
+        assert_eq!(
+            sent["IsExternalRefund"].as_bool(),
+            line.is_external_refund,
+            "{}",
+            case.name
+        );
+        compared += 1;
+    }
+    assert!(compared >= 5, "only {compared} payments compared");
 }

@@ -176,6 +176,16 @@ impl<'a> StepCtx<'a> {
         })
     }
 
+    /// The external id the ledger links `key` to, if the write is known
+    /// done (a pending intent counts as not linked).
+    pub async fn linked(&self, key: &BusinessKey) -> Result<Option<String>, Failure> {
+        let intent = self.store.intent(key).await.map_err(store_failure)?;
+        Ok(intent.and_then(|intent| match intent.state {
+            IntentState::Linked { external_id } => Some(external_id),
+            _ => None,
+        }))
+    }
+
     /// Records a planned request (dry run) — for writes that do not go
     /// through [`StepCtx::write_once`].
     pub fn plan(&mut self, method: &str, url: &str, body: Option<Value>) {

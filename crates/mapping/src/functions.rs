@@ -386,6 +386,7 @@ pub const NAMES: &[&str] = &[
     "push",
     "concat",
     "includes",
+    "last",
     "find",
     "compact",
     "invoice_totals",
@@ -837,6 +838,18 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         |a| match a[0] {
             Value::Array(items) => Ok(Value::Boolean(items.iter().any(|i| loosely_equal(i, a[1])))),
             Value::Null => Ok(Value::Boolean(false)),
+            other => Err(format!("array must be an array, not {}", describe(other))),
+        },
+    ));
+    fns.push(native(
+        "last",
+        "The last element of an array, or null when it is empty (the latest refund of a charge, say).",
+        params![req("array", "array")],
+        Returns::Any,
+        true,
+        |a| match a[0] {
+            Value::Array(items) => Ok(items.last().cloned().unwrap_or(Value::Null)),
+            Value::Null => Ok(Value::Null),
             other => Err(format!("array must be an array, not {}", describe(other))),
         },
     ));

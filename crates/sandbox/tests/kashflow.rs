@@ -556,7 +556,7 @@ async fn invoices_totals_vat_numbers_and_filters() {
 }
 
 #[tokio::test]
-async fn payments_partial_full_and_over() {
+async fn payments_partial_full_over_and_refunded() {
     let session = kashflow_session(SandboxConfig::default()).await;
     session
         .create_customer(json!({"Code": "C1", "Name": "Payer"}))
@@ -607,6 +607,24 @@ async fn payments_partial_full_and_over() {
     assert_eq!(over["Status"], "Paid");
     assert_eq!(num(&over["DueAmount"]), -20.0);
 
+    // A refund made outside KashFlow: a negative line flagged IsExternalRefund.
+    let over_id = over["PaymentLines"][0]["Id"].clone();
+    let (status, refunded) = session
+        .put(
+            &path,
+            &json!({"PaymentLines": [
+                {"Id": over_id},
+                {"Amount": -25.0, "Method": 1, "AccountId": 1, "Date": "2025-03-06", "Reference": "re_1", "IsExternalRefund": true}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    assert_eq!(refunded["Status"], "Unpaid");
+    assert_eq!(num(&refunded["TotalPaidAmount"]), 25.0);
+    assert_eq!(num(&refunded["DueAmount"]), 5.0);
+    assert_eq!(refunded["PaymentLines"][1]["IsExternalRefund"], true);
+    assert_eq!(refunded["PaymentLines"][1]["Reference"], "re_1");
+
     // Unknown method / account / payment id: 400.
     for (payment, code) in [
         (
@@ -636,10 +654,10 @@ async fn payments_partial_full_and_over() {
         created["Number"]
     );
 
-    // Customer totals: paid 50 + 30, outstanding 60 - 80.
+    // Customer totals: paid 50 - 25 + 30, outstanding 60 - 55.
     let (_, customer) = session.get("/customers/C1").await;
-    assert_eq!(num(&customer["TotalPaidAmount"]), 80.0);
-    assert_eq!(num(&customer["OutstandingBalance"]), -20.0);
+    assert_eq!(num(&customer["TotalPaidAmount"]), 55.0);
+    assert_eq!(num(&customer["OutstandingBalance"]), 5.0);
 }
 
 #[tokio::test]

@@ -878,6 +878,33 @@ async fn webhooks_from_config_and_reset() {
         .await;
     eventually("configured hook fired", || receiver.received().len() == 1).await;
     verify(&receiver.received()[0], "cfg-key");
+    // A payment and its transaction fire the integration hook too.
+    let payment = json!({"ID": "PAY-1", "Type": "CreditCard", "Amount": 12.5, "Accepted": true});
+    let (status, _) = oc.post("/orders/Outgoing/SO-CFG/payments", &payment).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let transaction = json!({"ID": "T1", "Type": "Capture", "Amount": 12.5, "Succeeded": true});
+    let (status, _) = oc
+        .post(
+            "/orders/Outgoing/SO-CFG/payments/PAY-1/transactions",
+            &transaction,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    eventually("payment and transaction hooks fired", || {
+        receiver.received().len() == 3
+    })
+    .await;
+    let routes: Vec<Value> = receiver
+        .received()
+        .iter()
+        .map(|d| serde_json::from_slice::<Value>(&d.body).expect("json")["Route"].clone())
+        .collect();
+    assert!(
+        routes.contains(&json!(
+            "v1/orders/{direction}/{orderID}/payments/{paymentID}/transactions"
+        )),
+        "{routes:?}"
+    );
 
     oc.sandbox.sandbox().ordercloud.reset();
     let snapshot = oc.sandbox.sandbox().ordercloud.snapshot();

@@ -14,7 +14,7 @@ use ledgerbridge_connectors::ordercloud::{
 use ledgerbridge_connectors::xconnect::XConnectConfig;
 use ledgerbridge_sandbox::driver::{self, DriverConfig, DriverCredentials, DriverReport};
 use ledgerbridge_sandbox::RunningSandbox;
-use ledgerbridge_server::OrderCloudSource;
+use ledgerbridge_server::{GatewaySource, OrderCloudSource};
 use ledgerbridge_store::{RunFilter, RunState, Store};
 
 use crate::commands::run::{shutdown_signal, App};
@@ -94,23 +94,27 @@ fn count(counts: &[(RunState, i64)], state: RunState) -> i64 {
         .unwrap_or(0)
 }
 
-async fn progress_line(store: &dyn Store, started: Instant) -> anyhow::Result<(i64, i64, i64)> {
+/// One progress line; returns (runs, runs still to do).
+async fn progress_line(store: &dyn Store, started: Instant) -> anyhow::Result<(i64, i64)> {
     let counts = store.count_by_state().await?;
     let invoices = store.ledger(KASHFLOW_CONNECTION, "invoice").await?.len();
+    let payments = store.ledger(KASHFLOW_CONNECTION, "payment").await?.len();
     let total: i64 = counts.iter().map(|c| c.1).sum();
-    let done = count(&counts, RunState::Succeeded);
-    let parked = count(&counts, RunState::Parked);
+    let pending = count(&counts, RunState::Queued)
+        + count(&counts, RunState::Running)
+        + count(&counts, RunState::Retrying);
     println!(
-        "[{:>5.1}s] orders in {:>4} | queued {:>4} running {:>3} retrying {:>3} parked {:>3} | invoices {:>4}",
+        "[{:>5.1}s] runs {:>4} | queued {:>4} running {:>3} retrying {:>3} parked {:>3} | invoices {:>4} payments {:>4}",
         started.elapsed().as_secs_f64(),
         total,
         count(&counts, RunState::Queued),
         count(&counts, RunState::Running),
         count(&counts, RunState::Retrying),
-        parked,
-        invoices
+        count(&counts, RunState::Parked),
+        invoices,
+        payments
     );
-    Ok((total, done, parked))
+    Ok((total, pending))
 }
 
 pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
@@ -149,11 +153,23 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
             hash_key: DEMO_HASH_KEY.into(),
         },
     );
+    config.sources.gateway.insert(
+        "demo".to_owned(),
+        GatewaySource {
+            signing_secret: sim.gateway.webhook_secret.as_str().into(),
+            tolerance_secs: 300,
+        },
+    );
     let app = App::start(&config).await?;
     println!(
         "engine on http://{} (SQLite {}); runs API at /api/runs, metrics at /metrics",
         app.addr, args.db_file
     );
+    // The gateway's payments, refunds and payouts go to the engine.
+    sandbox
+        .sandbox()
+        .gateway
+        .add_webhook_endpoint(&format!("http://{}/webhooks/gateway/demo", app.addr));
 
     let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc_config)?;
     ordercloud
@@ -176,7 +192,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         .await
         .map_err(|f| anyhow::anyhow!("registering the submit webhook with OrderCloud: {f}"))?;
     println!(
-        "placing {} sample orders at {}/s; every submitted order should become one KashFlow invoice",
+        "placing {} sample orders at {}/s; every submitted order should become one KashFlow invoice, \
+         and about half are paid through the gateway: each payment lands on its invoice once",
         args.orders, args.rate
     );
 
@@ -194,6 +211,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         })
     };
     let mut report: Option<DriverReport> = None;
+    let mut extras_sent = false;
     let mut driving = Some(driving);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let deadline = Duration::from_secs(120 + (args.orders as f64 / args.rate.max(0.1)) as u64);
@@ -221,10 +239,19 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let (total, done, parked) = progress_line(app.store.as_ref(), started).await?;
+        let (total, pending) = progress_line(app.store.as_ref(), started).await?;
         if let Some(r) = &report {
-            let expected = r.orders_submitted as i64;
-            if total >= expected && done + parked >= expected {
+            if total >= r.orders_submitted as i64 && pending == 0 {
+                if !extras_sent && r.payments > 0 {
+                    // A partial refund of the first payment and a payout
+                    // with its fee, to show them handled too.
+                    extras_sent = true;
+                    match refund_and_payout(&sandbox).await {
+                        Ok(line) => println!("{line}"),
+                        Err(err) => println!("  refund/payout not sent: {err:#}"),
+                    }
+                    continue;
+                }
                 break;
             }
         }
@@ -261,6 +288,7 @@ async fn summary(store: &dyn Store, sandbox: &RunningSandbox) -> anyhow::Result<
         customers.len(),
         sandbox.kashflow_url()
     );
+    payments_summary(store, sandbox).await?;
     let parked = store
         .list_runs(&RunFilter {
             state: Some(RunState::Parked),
@@ -278,6 +306,94 @@ async fn summary(store: &dyn Store, sandbox: &RunningSandbox) -> anyhow::Result<
                 error.message
             );
         }
+    }
+    Ok(())
+}
+
+/// Refunds part of the first gateway payment and pays out what the gateway
+/// took (with its fee); returns what was sent.
+async fn refund_and_payout(sandbox: &RunningSandbox) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let base = sandbox.gateway_url();
+    let key = DriverCredentials::default().gateway_api_key;
+    let intents: serde_json::Value = client
+        .get(format!("{base}/v1/payment_intents"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let list = intents["data"].as_array().cloned().unwrap_or_default();
+    let Some(first) = list.first() else {
+        anyhow::bail!("the gateway holds no payments");
+    };
+    let refund_amount = (first["amount"].as_i64().unwrap_or(0) / 4).max(1);
+    client
+        .post(format!("{base}/v1/refunds"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"payment_intent": first["id"], "amount": refund_amount}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let currency = first["currency"].as_str().unwrap_or("gbp").to_owned();
+    let same: Vec<&serde_json::Value> = list.iter().filter(|i| i["currency"] == currency).collect();
+    let gross: i64 = same.iter().filter_map(|i| i["amount"].as_i64()).sum();
+    let ids: Vec<&serde_json::Value> = same.iter().map(|i| &i["id"]).collect();
+    client
+        .post(format!("{base}/v1/payouts"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"amount": gross, "currency": currency, "payment_intents": ids}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(format!(
+        "gateway: refunded {refund_amount} minor units of {} ({}) and paid out {} {currency} payments ({gross} minor units gross)",
+        first["id"].as_str().unwrap_or_default(),
+        first["metadata"]["order_id"].as_str().unwrap_or_default(),
+        same.len()
+    ))
+}
+
+/// What the payment flow did: payments, refunds and payouts in the ledger,
+/// and the KashFlow invoices' paid state.
+async fn payments_summary(store: &dyn Store, sandbox: &RunningSandbox) -> anyhow::Result<()> {
+    let payments = store.ledger(KASHFLOW_CONNECTION, "payment").await?.len();
+    let refunds = store.ledger(KASHFLOW_CONNECTION, "refund").await?.len();
+    let payouts = store.ledger(KASHFLOW_CONNECTION, "payout").await?.len();
+    let snapshot = sandbox.sandbox().kashflow.snapshot();
+    let invoices = snapshot["Invoices"].as_array().cloned().unwrap_or_default();
+    let paid = invoices.iter().filter(|i| i["Status"] == "Paid").count();
+    let part_paid = invoices
+        .iter()
+        .filter(|i| {
+            i["Status"] != "Paid" && i["TotalPaidAmount"].as_f64().is_some_and(|p| p != 0.0)
+        })
+        .count();
+    println!(
+        "payments: {payments} gateway payments and {refunds} refunds applied, {payouts} payouts recorded; \
+         invoices paid {paid}, part-paid {part_paid}, unpaid {}",
+        invoices.len() - paid - part_paid
+    );
+    println!(
+        "  (the storefront driver charges an order's OrderCloud Total, which carries no VAT in the \
+         simulator, so a paid order's invoice still owes its VAT)"
+    );
+    for invoice in invoices
+        .iter()
+        .filter(|i| i["TotalPaidAmount"].as_f64().is_some_and(|p| p != 0.0))
+        .take(5)
+    {
+        println!(
+            "  invoice {} ({}): gross {} {} paid {} due {} — {}",
+            invoice["Number"],
+            invoice["CustomerReference"].as_str().unwrap_or_default(),
+            invoice["GrossAmount"],
+            invoice["Currency"]["Code"].as_str().unwrap_or_default(),
+            invoice["TotalPaidAmount"],
+            invoice["DueAmount"],
+            invoice["Status"].as_str().unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ mod models;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -111,6 +112,10 @@ struct Inner {
     memorable_word: Secret,
     renew_after: Duration,
     session: TokenCache,
+    /// One lock per invoice whose payments are being changed, so that the
+    /// read-modify-write of [`KashFlowClient::pay_invoice`] never interleaves
+    /// with another on the same invoice in this process.
+    payment_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl KashFlowClient {
@@ -134,6 +139,7 @@ impl KashFlowClient {
                 memorable_word: config.memorable_word,
                 renew_after: config.session_renew_after,
                 session: TokenCache::default(),
+                payment_locks: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -299,6 +305,46 @@ impl KashFlowClient {
             ..Invoice::default()
         };
         self.update_invoice(invoice_number, &update).await
+    }
+
+    /// Reads invoice `number` and lets `decide` choose, on that fresh read,
+    /// the payment to add (or none), then adds it with
+    /// [`KashFlowClient::add_payment_to`]. Returns what `decide` returned
+    /// besides the payment.
+    ///
+    /// KashFlow has no single-payment route, so adding a payment rewrites
+    /// the invoice's whole `PaymentLines`. Calls for the same invoice through
+    /// this client or its clones are serialised here (read, decide and write
+    /// under one lock), so two flows paying one invoice cannot lose each
+    /// other's payment. An unknown invoice is a `NotFound` failure.
+    pub async fn pay_invoice<T, F>(&self, number: i64, decide: F) -> Result<T, Failure>
+    where
+        F: FnOnce(&Invoice) -> Result<(Option<PaymentLine>, T), Failure>,
+    {
+        let lock = self.payment_lock(number);
+        let _held = lock.lock().await;
+        let Some(invoice) = self.get_invoice(number).await? else {
+            return Err(Failure::new(
+                ErrorClass::NotFound,
+                format!("{NAME}: invoice {number} not found"),
+            ));
+        };
+        let (payment, outcome) = decide(&invoice)?;
+        if let Some(payment) = payment {
+            self.add_payment_to(invoice, payment).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The payment lock of one invoice; locks nobody holds are dropped.
+    fn payment_lock(&self, number: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .payment_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(number).or_default().clone()
     }
 
     /// `POST /invoices/bulk/payments`: one payment spread over invoices.

@@ -42,6 +42,7 @@ use tokio::sync::Mutex;
 
 use crate::flow::{Flow, Mode, PlannedRequest, StepCtx, Trigger};
 use crate::flows::mapped_invoice::FlowFileMapping;
+use crate::flows::payments::{is_payment_flow_reference, order_status_reference};
 
 /// The flow's name.
 pub const NAME: &str = "order-to-invoice";
@@ -263,7 +264,7 @@ impl OrderToInvoice {
             .ok_or_else(|| {
                 Failure::new(ErrorClass::Unknown, "the invoice step recorded no number")
             })?;
-        let reference = format!("ledgerbridge:order:{order_id}");
+        let reference = order_status_reference(order_id);
         let key = BusinessKey::new(
             &self.kashflow_connection,
             "payment",
@@ -280,6 +281,9 @@ impl OrderToInvoice {
         let reference_ref = &reference;
         let date = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
         let note = format!("Order {status} in OrderCloud");
+        let warning: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        let warning_ref = &warning;
+        let status_ref = &status;
         let paid = ctx
             .write_once(
                 key,
@@ -295,33 +299,64 @@ impl OrderToInvoice {
                     }))
                 },
                 || async move {
-                    let invoice = kashflow.get_invoice(number).await?.ok_or_else(|| {
-                        Failure::new(
-                            ErrorClass::NotFound,
-                            format!("KashFlow has no invoice {number} to pay"),
-                        )
-                    })?;
-                    let outstanding = invoice
-                        .due_amount
-                        .or(invoice.gross_amount)
-                        .unwrap_or_default();
-                    if outstanding <= Decimal::ZERO {
-                        return Ok(format!("{reference_ref} (nothing due)"));
-                    }
-                    let payment = PaymentLine {
-                        date: Some(date),
-                        amount: Some(outstanding),
-                        method: settings.payment_method_id,
-                        account_id: settings.bank_account_id,
-                        reference: Some(reference_ref.clone()),
-                        note: Some(note),
-                        ..PaymentLine::default()
-                    };
-                    kashflow.add_payment_to(invoice, payment).await?;
-                    Ok(reference_ref.clone())
+                    // Read, decide and write under the invoice's payment
+                    // lock: the payment flow may be paying it right now.
+                    kashflow
+                        .pay_invoice(number, |invoice| {
+                            let lines = invoice.payment_lines.as_deref().unwrap_or_default();
+                            if lines
+                                .iter()
+                                .any(|p| p.reference.as_deref() == Some(reference_ref))
+                            {
+                                return Ok((None, reference_ref.clone()));
+                            }
+                            // Money the gateway reported is on the invoice:
+                            // the order's status does not pay it again.
+                            let gateway: Vec<&str> = lines
+                                .iter()
+                                .filter_map(|p| p.reference.as_deref())
+                                .filter(|r| is_payment_flow_reference(r))
+                                .collect();
+                            if !gateway.is_empty() {
+                                *warning_ref
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                    Some(format!(
+                                        "order {order_id} is {status_ref}, but invoice {number} already has payments \
+                                         from the gateway ({}); no payment made for the status, {} still due",
+                                        gateway.join(", "),
+                                        invoice.due_amount.unwrap_or_default()
+                                    ));
+                                return Ok((None, format!("{reference_ref} (paid by the gateway)")));
+                            }
+                            let outstanding = invoice
+                                .due_amount
+                                .or(invoice.gross_amount)
+                                .unwrap_or_default();
+                            if outstanding <= Decimal::ZERO {
+                                return Ok((None, format!("{reference_ref} (nothing due)")));
+                            }
+                            let payment = PaymentLine {
+                                date: Some(date),
+                                amount: Some(outstanding),
+                                method: settings.payment_method_id,
+                                account_id: settings.bank_account_id,
+                                reference: Some(reference_ref.clone()),
+                                note: Some(note),
+                                ..PaymentLine::default()
+                            };
+                            Ok((Some(payment), reference_ref.clone()))
+                        })
+                        .await
                 },
             )
             .await?;
+        if let Some(warning) = warning
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            ctx.warnings.push(warning);
+        }
         Ok(json!({"state": state, "status": status, "payment": paid}))
     }
 

@@ -245,8 +245,8 @@ impl Default for WebhookSeed {
 }
 
 impl WebhookSeed {
-    /// The usual integration hook: order submit, buyer-user saves and
-    /// payment creation, posted to `url` and signed with `hash_key`.
+    /// The usual integration hook: order submit and complete, buyer-user
+    /// saves, payment creation and payment transactions, posted to `url` and signed with `hash_key`.
     pub fn integration(id: &str, url: &str, hash_key: &str) -> WebhookSeed {
         let route = |route: &str, verb: &str| WebhookRouteSeed {
             route: route.to_owned(),
@@ -267,6 +267,10 @@ impl WebhookSeed {
                 route(
                     "v1/orders/{direction}/{orderID}/payments/{paymentID}",
                     "PATCH",
+                ),
+                route(
+                    "v1/orders/{direction}/{orderID}/payments/{paymentID}/transactions",
+                    "POST",
                 ),
             ],
             ..WebhookSeed::default()
