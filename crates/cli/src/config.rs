@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use figment::providers::{Format, Toml};
 use figment::Figment;
-use ledgerbridge_engine::EngineConfig;
+use ledgerbridge_engine::{AlertsConfig, EngineConfig};
 use ledgerbridge_server::{ServerConfig, SourcesConfig};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// `[flows.*]`: the pre-built flows' switches and settings.
     pub flows: FlowsConfig,
+    /// `[alerts]`: where alerts go besides the log, metrics and audit trail.
+    pub alerts: AlertsConfig,
     /// `[log]`
     pub log: LogConfig,
 }

@@ -8,9 +8,15 @@ use anyhow::Context;
 use ledgerbridge_connectors::kashflow::{KashFlowClient, KashFlowConfig};
 use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
 use ledgerbridge_connectors::xconnect::{XConnectClient, XConnectConfig};
+use ledgerbridge_engine::flows::customer_sync::{
+    CustomerSync, CustomerSyncSettings, KashFlowCustomerPoll,
+};
+use ledgerbridge_engine::flows::inventory_sync::{
+    InventorySync, InventorySyncSettings, KashFlowStockPoll,
+};
 use ledgerbridge_engine::flows::mapped_invoice::FlowFileMapping;
 use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
-use ledgerbridge_engine::FlowRegistry;
+use ledgerbridge_engine::{Alerts, FlowRegistry, PollSource};
 use ledgerbridge_mapping::registry::{Registry, RegistryError};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +41,12 @@ pub struct FlowsConfig {
     /// `[flows.order-to-invoice]`
     #[serde(rename = "order-to-invoice")]
     pub order_to_invoice: OrderToInvoiceSettings,
+    /// `[flows.customer-sync]`
+    #[serde(rename = "customer-sync")]
+    pub customer_sync: CustomerSyncSettings,
+    /// `[flows.inventory-sync]`
+    #[serde(rename = "inventory-sync")]
+    pub inventory_sync: InventorySyncSettings,
     /// Where each version of a loaded flow file is kept (one snapshot per
     /// content change), so a run can always name the mapping it ran under.
     pub registry_dir: PathBuf,
@@ -44,6 +56,8 @@ impl Default for FlowsConfig {
     fn default() -> Self {
         FlowsConfig {
             order_to_invoice: OrderToInvoiceSettings::default(),
+            customer_sync: CustomerSyncSettings::default(),
+            inventory_sync: InventorySyncSettings::default(),
             registry_dir: PathBuf::from("data/flows"),
         }
     }
@@ -56,37 +70,92 @@ pub const ORDERCLOUD_CONNECTION: &str = "ordercloud";
 /// The name of the xConnect connection.
 pub const XCONNECT_CONNECTION: &str = "xconnect";
 
-/// Builds every flow whose connections are configured.
+/// Builds every flow whose connections are configured (alerts they raise
+/// are logged only: for commands that replay or check, not the engine).
 pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
+    Ok(build(config, &Alerts::log_only())?.flows)
+}
+
+/// The enabled flows and the poll sources they need, over one client per
+/// connection (so each connection's rate limit is shared by all of them).
+pub struct Built {
+    /// The flows, by name.
+    pub flows: FlowRegistry,
+    /// The poll sources (KashFlow has no webhooks).
+    pub pollers: Vec<Arc<dyn PollSource>>,
+}
+
+/// Builds the flows and poll sources of the configuration; flows raise
+/// their alerts (low stock) through `alerts`.
+pub fn build(config: &Config, alerts: &Alerts) -> anyhow::Result<Built> {
     let mut flows = FlowRegistry::new();
+    let mut pollers: Vec<Arc<dyn PollSource>> = Vec::new();
     let connections = &config.connections;
-    if let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) {
-        let settings = &config.flows.order_to_invoice;
-        if settings.enabled {
-            let kashflow = KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone())
-                .context("[connections.kashflow]")?;
-            let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
-                .context("[connections.ordercloud]")?;
-            let mut flow = OrderToInvoice::new(
-                settings.clone(),
-                kashflow,
-                KASHFLOW_CONNECTION,
-                &kf.base_url,
-                ordercloud,
-                &oc.base_url,
-            );
-            if let Some(file) = &settings.mapping_file {
-                flow = flow.with_flow_file(load_mapping(&config.flows.registry_dir, file)?);
-            }
-            if let Some(xc) = &connections.xconnect {
-                let xconnect = XConnectClient::new(XCONNECT_CONNECTION, xc.clone())
-                    .context("[connections.xconnect]")?;
-                flow = flow.with_xconnect(xconnect);
-            }
-            flows.register(Arc::new(flow));
+    let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) else {
+        return Ok(Built { flows, pollers });
+    };
+    let kashflow =
+        KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone()).context("[connections.kashflow]")?;
+    let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
+        .context("[connections.ordercloud]")?;
+    let xconnect = match &connections.xconnect {
+        Some(xc) => Some(
+            XConnectClient::new(XCONNECT_CONNECTION, xc.clone())
+                .context("[connections.xconnect]")?,
+        ),
+        None => None,
+    };
+    let settings = &config.flows.order_to_invoice;
+    if settings.enabled {
+        let mut flow = OrderToInvoice::new(
+            settings.clone(),
+            kashflow.clone(),
+            KASHFLOW_CONNECTION,
+            &kf.base_url,
+            ordercloud.clone(),
+            &oc.base_url,
+        );
+        if let Some(file) = &settings.mapping_file {
+            flow = flow.with_flow_file(load_mapping(&config.flows.registry_dir, file)?);
         }
+        if let Some(xconnect) = &xconnect {
+            flow = flow.with_xconnect(xconnect.clone());
+        }
+        flows.register(Arc::new(flow));
     }
-    Ok(flows)
+    let sync = &config.flows.customer_sync;
+    if sync.enabled {
+        sync.validate().map_err(anyhow::Error::msg)?;
+        flows.register(Arc::new(CustomerSync::new(
+            sync.clone(),
+            kashflow.clone(),
+            &kf.base_url,
+            ordercloud.clone(),
+            &oc.base_url,
+            xconnect.clone(),
+        )));
+        pollers.push(Arc::new(KashFlowCustomerPoll::new(
+            kashflow.clone(),
+            std::time::Duration::from_secs(sync.poll_interval_secs),
+            sync.initial_poll,
+        )));
+    }
+    let stock = &config.flows.inventory_sync;
+    if stock.enabled {
+        stock.validate().map_err(anyhow::Error::msg)?;
+        flows.register(Arc::new(InventorySync::new(
+            stock.clone(),
+            kashflow.clone(),
+            ordercloud.clone(),
+            &oc.base_url,
+            alerts.clone(),
+        )));
+        pollers.push(Arc::new(KashFlowStockPoll::new(
+            kashflow.clone(),
+            std::time::Duration::from_secs(stock.poll_interval_secs),
+        )));
+    }
+    Ok(Built { flows, pollers })
 }
 
 /// Loads (and registers the version of) the invoice mapping flow file.

@@ -99,6 +99,7 @@ fn the_shipped_flows_pass_their_own_tests() {
     let (code, out, err) = cli_in(&repo(), &["test"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("order-to-invoice"), "{out}");
+    assert!(out.contains("inventory-sync"), "{out}");
     assert!(out.contains(" 0 failed"), "{out}");
 }
 

@@ -6,6 +6,7 @@ pub mod bench_orders;
 pub mod config_cmd;
 pub mod demo;
 pub mod flows;
+pub mod inventory;
 pub mod run;
 pub mod runs;
 pub mod sandbox;

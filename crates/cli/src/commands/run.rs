@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use ledgerbridge_engine::{Engine, EngineHandle, FlowRegistry};
+use ledgerbridge_engine::{Alerts, Engine, EngineHandle, FlowRegistry, PollSource, Pollers};
 use ledgerbridge_server::AppState;
 use ledgerbridge_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -43,6 +43,7 @@ pub struct App {
     /// The store both use.
     pub store: Arc<dyn Store>,
     engine: EngineHandle,
+    pollers: Pollers,
     server: JoinHandle<std::io::Result<()>>,
     stop_server: oneshot::Sender<()>,
 }
@@ -56,20 +57,30 @@ impl App {
             .with_context(|| {
                 format!("opening the database {}", redact_url(&config.database.url))
             })?;
-        let flows = connections::build_flows(config)?;
-        Self::start_with(config, store, flows, metrics).await
+        let alerts = Alerts::new(config.alerts.clone(), Some(store.clone()));
+        let built = connections::build(config, &alerts)?;
+        Self::start_with(config, store, built.flows, built.pollers, metrics).await
     }
 
-    /// Like [`App::start`] with the store and flows given.
+    /// Like [`App::start`] with the store, flows and poll sources given.
     pub async fn start_with(
         config: &Config,
         store: Arc<dyn Store>,
         flows: FlowRegistry,
+        poll_sources: Vec<Arc<dyn PollSource>>,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<App> {
+        let alerts = Alerts::new(config.alerts.clone(), Some(store.clone()));
         let engine = Engine::new(store.clone(), flows.clone(), config.engine.clone());
         let wake = engine.waker();
         let engine = engine.start();
+        let pollers = Pollers::start(
+            store.clone(),
+            flows.clone(),
+            wake.clone(),
+            alerts,
+            poll_sources,
+        );
         let listener = tokio::net::TcpListener::bind(&config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -94,14 +105,16 @@ impl App {
             addr,
             store,
             engine,
+            pollers,
             server,
             stop_server,
         })
     }
 
-    /// Stops taking webhooks, then stops the engine gracefully.
+    /// Stops taking webhooks and polling, then stops the engine gracefully.
     pub async fn stop(self) {
         let _ = self.stop_server.send(());
+        self.pollers.stop().await;
         match self.server.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "server ended with an error"),

@@ -58,7 +58,12 @@ fn route_key(method: &str, path: &str) -> String {
 
 impl Target {
     pub async fn start() -> Target {
-        let sandbox = Sandbox::new(Default::default());
+        Target::start_with(Default::default()).await
+    }
+
+    /// [`Target::start`] with a sandbox configuration of the test's own.
+    pub async fn start_with(config: ledgerbridge_sandbox::SandboxConfig) -> Target {
+        let sandbox = Sandbox::new(config);
         let counts: Counts = Arc::default();
         let counter = counts.clone();
         let router = sandbox.router().layer(axum::middleware::from_fn(
