@@ -243,14 +243,20 @@ impl CustomerRecord {
         }
     }
 
-    /// The OrderCloud PATCH body.
-    pub fn user_patch(&self) -> Value {
-        json!({
-            "FirstName": self.first_name,
-            "LastName": self.last_name,
-            "Email": self.email,
-            "Phone": Self::some(&self.phone),
-        })
+    /// The OrderCloud PATCH body setting `fields` (only those: a
+    /// concurrent change to another field in OrderCloud is kept).
+    pub fn user_patch(&self, fields: &[String]) -> Value {
+        let mut patch = serde_json::Map::new();
+        for field in fields {
+            let (name, value) = match field.as_str() {
+                "first_name" => ("FirstName", json!(self.first_name)),
+                "last_name" => ("LastName", json!(self.last_name)),
+                "email" => ("Email", json!(self.email)),
+                _ => ("Phone", json!(Self::some(&self.phone))),
+            };
+            patch.insert(name.to_owned(), value);
+        }
+        Value::Object(patch)
     }
 }
 
@@ -322,6 +328,8 @@ pub struct Plan {
     pub reason: String,
     /// The KashFlow customer code.
     pub code: String,
+    /// The origin's record as read.
+    pub record: CustomerRecord,
     /// The state to save before writing (and what the systems should hold).
     pub state: SyncState,
     /// Fields whose change goes to the other systems.
@@ -479,11 +487,21 @@ impl CustomerSync {
                 )
             })?
             .to_owned();
-        let code = customer_code(&self.settings.customer_code_prefix, &user_id);
+        let user = self.ordercloud.get_user(&buyer, &user_id).await?;
+        // A user we created for a KashFlow customer names its code in xp;
+        // any other user's code is derived from its id, as the order flow does.
+        let code = user
+            .as_ref()
+            .and_then(|u| u.xp.as_ref())
+            .and_then(|xp| xp["KashFlowCustomerCode"].as_str())
+            .map_or_else(
+                || customer_code(&self.settings.customer_code_prefix, &user_id),
+                str::to_owned,
+            );
         let mut state = load_state(ctx, &code).await?;
         state.buyer_id = buyer.clone();
         state.user_id.clone_from(&user_id);
-        let Some(user) = self.ordercloud.get_user(&buyer, &user_id).await? else {
+        let Some(user) = user else {
             return Ok(none(
                 Origin::Ordercloud,
                 &code,
@@ -512,58 +530,59 @@ pub fn decide(
     mut state: SyncState,
     record: CustomerRecord,
 ) -> Plan {
-    {
-        let Some(last) = state.last.clone() else {
-            state.last = Some(record);
-            return Plan {
-                origin,
-                action: "sync".to_owned(),
-                reason: "first sync of this customer".to_owned(),
-                code,
-                state,
-                changed: FIELDS.iter().map(|f| (*f).to_owned()).collect(),
-                refused: Vec::new(),
-            };
-        };
-        if last == record {
-            metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "unchanged").increment(1);
-            return none(
-                origin,
-                &code,
-                state,
-                "no change since the last sync (our own write coming back, or a change to fields not synced)",
-            );
-        }
-        let mut target = last.clone();
-        let mut changed = Vec::new();
-        let mut refused = Vec::new();
-        for field in FIELDS {
-            if last.get(field) == record.get(field) {
-                continue;
-            }
-            let owner = settings.owner(field);
-            let allowed = match owner {
-                Owner::Latest => true,
-                Owner::Ordercloud => origin == Origin::Ordercloud,
-                Owner::Kashflow => origin == Origin::Kashflow,
-            };
-            if allowed {
-                target.set(field, record.get(field));
-                changed.push(field.to_owned());
-            } else {
-                refused.push(field.to_owned());
-            }
-        }
-        state.last = Some(target);
-        Plan {
+    let Some(last) = state.last.clone() else {
+        state.last = Some(record.clone());
+        metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "first").increment(1);
+        return Plan {
             origin,
             action: "sync".to_owned(),
-            reason: format!("changed: {}", changed.join(", ")),
+            reason: "first sync of this customer".to_owned(),
             code,
+            record,
             state,
-            changed,
-            refused,
+            changed: FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+            refused: Vec::new(),
+        };
+    };
+    if last == record {
+        metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "unchanged").increment(1);
+        return none(
+            origin,
+            &code,
+            state,
+            "no change since the last sync (our own write coming back, or a change to fields not synced)",
+        );
+    }
+    let mut target = last.clone();
+    let mut changed = Vec::new();
+    let mut refused = Vec::new();
+    for field in FIELDS {
+        if last.get(field) == record.get(field) {
+            continue;
         }
+        let allowed = match settings.owner(field) {
+            Owner::Latest => true,
+            Owner::Ordercloud => origin == Origin::Ordercloud,
+            Owner::Kashflow => origin == Origin::Kashflow,
+        };
+        if allowed {
+            target.set(field, record.get(field));
+            changed.push(field.to_owned());
+        } else {
+            refused.push(field.to_owned());
+        }
+    }
+    metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "changed").increment(1);
+    state.last = Some(target);
+    Plan {
+        origin,
+        action: "sync".to_owned(),
+        reason: format!("changed: {}", changed.join(", ")),
+        code,
+        record,
+        state,
+        changed,
+        refused,
     }
 }
 
@@ -580,6 +599,7 @@ fn none(origin: Origin, code: &str, state: SyncState, reason: &str) -> Plan {
         action: "none".to_owned(),
         reason: reason.to_owned(),
         code: code.to_owned(),
+        record: state.last.clone().unwrap_or_default(),
         state,
         changed: Vec::new(),
         refused: Vec::new(),
@@ -593,6 +613,18 @@ fn encode<T: Serialize>(value: &T) -> Result<Value, Failure> {
             format!("cannot encode step output: {e}"),
         )
     })
+}
+
+impl Plan {
+    /// The fields this run writes to `target`: the changes, to the other
+    /// system; the refused changes, back to the origin.
+    pub fn fields_for(&self, target: Origin) -> &[String] {
+        if target == self.origin {
+            &self.refused
+        } else {
+            &self.changed
+        }
+    }
 }
 
 fn plan_of(ctx: &StepCtx<'_>) -> Result<Plan, Failure> {
@@ -702,7 +734,13 @@ impl CustomerSync {
         let code = plan.code.clone();
         let url = format!("{}/customers/{code}", self.kashflow_url);
         if let Some(existing) = self.kashflow.get_customer(&code).await? {
-            let update = record.apply_to_customer(&existing);
+            // Only the fields this run is about: a concurrent change to
+            // another field in KashFlow is kept (and synced by its own run).
+            let mut current = CustomerRecord::from_customer(&existing);
+            for field in plan.fields_for(Origin::Kashflow) {
+                current.set(field, record.get(field));
+            }
+            let update = current.apply_to_customer(&existing);
             if ctx.mode == Mode::DryRun {
                 ctx.plan("PUT", &url, Some(encode(&update)?));
             } else {
@@ -746,7 +784,7 @@ impl CustomerSync {
         let user_id = plan.state.user_id.clone();
         let url = format!("{}/v1/buyers/{buyer}/users/{user_id}", self.ordercloud_url);
         if self.ordercloud.get_user(&buyer, &user_id).await?.is_some() {
-            let patch = record.user_patch();
+            let patch = record.user_patch(plan.fields_for(Origin::Ordercloud));
             if ctx.mode == Mode::DryRun {
                 ctx.plan("PATCH", &url, Some(patch));
             } else {
@@ -809,7 +847,13 @@ impl CustomerSync {
         xconnect: &XConnectClient,
         plan: Plan,
     ) -> Result<Value, Failure> {
-        let record = plan.state.last.clone().unwrap_or_default();
+        // The latest synced record: a later run may have moved it on.
+        let latest = load_state(ctx, &plan.code).await?;
+        let record = latest
+            .last
+            .clone()
+            .or_else(|| plan.state.last.clone())
+            .unwrap_or_default();
         let (source, identifier) = if plan.state.user_id.is_empty() {
             ("kashflow", plan.code.clone())
         } else {
@@ -832,7 +876,11 @@ impl CustomerSync {
             );
             return Ok(json!({"planned": identifier}));
         }
-        let (id, how) = match &plan.state.xconnect_id {
+        let (id, how) = match latest
+            .xconnect_id
+            .as_ref()
+            .or(plan.state.xconnect_id.as_ref())
+        {
             Some(id) => match xconnect.update_contact(id, contact).await {
                 Ok(()) => (id.clone(), "updated"),
                 Err(f) if f.class == ErrorClass::NotFound => {
@@ -850,7 +898,7 @@ impl CustomerSync {
                 (id, "linked")
             }
         };
-        if plan.state.xconnect_id.as_deref() != Some(id.as_str()) {
+        if latest.xconnect_id.as_deref() != Some(id.as_str()) {
             let mut state = load_state(ctx, &plan.code).await?;
             state.xconnect_id = Some(id.clone());
             save_state(ctx, &plan.code, &state).await?;

@@ -1,0 +1,461 @@
+//! Customer sync end to end over real HTTP: OrderCloud user webhooks and
+//! KashFlow polling running at once, against the sandbox, with faults and
+//! a killed engine. What must hold: both systems (and xConnect) end up
+//! agreeing, our own writes coming back are dropped (no ping-pong), and a
+//! change made while the engine was down is synced once after it restarts.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ledgerbridge_connectors::kashflow::{Contact, Customer, KashFlowClient, KashFlowConfig};
+use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig, User};
+use ledgerbridge_engine::flows::customer_sync::CustomerRecord;
+use ledgerbridge_store::{RunFilter, RunState};
+use serde_json::{json, Value};
+
+const BUYER: &str = "BUYER1";
+
+fn kashflow(target: &Target) -> KashFlowClient {
+    KashFlowClient::new(
+        "test-kashflow",
+        KashFlowConfig::new(
+            format!("{}/kashflow/v2", target.base()),
+            "sim",
+            "sim-password".into(),
+            "pineapple".into(),
+        ),
+    )
+    .unwrap()
+}
+
+fn ordercloud(target: &Target) -> OrderCloudClient {
+    OrderCloudClient::new(
+        "test-ordercloud",
+        OrderCloudConfig::new(
+            format!("{}/ordercloud", target.base()),
+            "ledgerbridge-sim-client",
+            "sim-secret".into(),
+            "",
+        ),
+    )
+    .unwrap()
+}
+
+fn spec(target: &Target, database: &str, dir: &std::path::Path) -> EngineSpec {
+    let mut spec = EngineSpec::new(database, dir);
+    spec.extra = format!(
+        r#"
+[connections.xconnect]
+base_url = "{base}/xconnect"
+
+[flows.customer-sync]
+buyer_id = "{BUYER}"
+poll_interval_secs = 1
+"#,
+        base = target.base()
+    );
+    spec
+}
+
+/// Points the sandbox's OrderCloud user webhooks at the engine.
+async fn register_user_webhook(target: &Target, engine_base: &str) {
+    let token = target.ordercloud_token().await;
+    let body = json!({
+        "ID": "ledgerbridge-users",
+        "Name": "Ledgerbridge users",
+        "Url": format!("{engine_base}/webhooks/ordercloud/shop"),
+        "HashKey": HASH_KEY,
+        "ElevatedRoles": [],
+        "ApiClientIDs": [],
+        "WebhookRoutes": [
+            {"Route": "v1/buyers/{buyerID}/users", "Verb": "POST"},
+            {"Route": "v1/buyers/{buyerID}/users/{userID}", "Verb": "PATCH"},
+        ],
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/ordercloud/v1/webhooks", target.base()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "webhook not registered: {}",
+        response.text().await.unwrap()
+    );
+}
+
+/// Waits until the engine's first poll of KashFlow customers has saved its
+/// baseline (later KashFlow changes are then changes, not the baseline).
+async fn wait_for_baseline(database: &str) {
+    let store = ledgerbridge_store::open(database).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.cursor("kashflow:customers").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no poll baseline within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn kf_customer(code: &str, first: &str, last: &str, email: &str) -> Customer {
+    Customer {
+        code: Some(code.to_owned()),
+        name: Some(format!("{first} {last}")),
+        contacts: Some(vec![Contact {
+            first_name: Some(first.to_owned()),
+            last_name: Some(last.to_owned()),
+            email: Some(email.to_owned()),
+            ..Contact::default()
+        }]),
+        ..Customer::default()
+    }
+}
+
+fn oc_user(id: &str, first: &str, last: &str, email: &str) -> User {
+    User {
+        id: Some(id.to_owned()),
+        username: Some(id.to_owned()),
+        first_name: Some(first.to_owned()),
+        last_name: Some(last.to_owned()),
+        email: Some(email.to_owned()),
+        active: Some(true),
+        ..User::default()
+    }
+}
+
+/// The records both systems hold for (KashFlow code, OrderCloud user).
+async fn both(
+    kf: &KashFlowClient,
+    oc: &OrderCloudClient,
+    code: &str,
+    user: &str,
+) -> (Option<CustomerRecord>, Option<CustomerRecord>) {
+    let customer = kf.get_customer(code).await.unwrap();
+    let user = oc.get_user(BUYER, user).await.unwrap();
+    (
+        customer.as_ref().map(CustomerRecord::from_customer),
+        user.as_ref().map(CustomerRecord::from_user),
+    )
+}
+
+/// Waits until KashFlow `code` and OrderCloud `user` both hold `want`.
+async fn wait_agree(
+    kf: &KashFlowClient,
+    oc: &OrderCloudClient,
+    code: &str,
+    user: &str,
+    want: &CustomerRecord,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (k, o) = both(kf, oc, code, user).await;
+        if k.as_ref() == Some(want) && o.as_ref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{code} / {user} never agreed on {want:?}: KashFlow {k:?}, OrderCloud {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn record(first: &str, last: &str, email: &str, phone: &str) -> CustomerRecord {
+    CustomerRecord {
+        first_name: first.to_owned(),
+        last_name: last.to_owned(),
+        email: email.to_owned(),
+        phone: phone.to_owned(),
+    }
+}
+
+/// Writes to customers and users the simulators saw.
+fn writes(target: &Target) -> BTreeMap<String, u64> {
+    target
+        .counts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("PUT /kashflow/v2/customers")
+                || k.starts_with("POST /kashflow/v2/customers")
+                || k.starts_with("PATCH /ordercloud/v1/buyers")
+                || k.starts_with("POST /ordercloud/v1/buyers")
+                || k.contains("/xconnect/") && (k.starts_with("POST") || k.starts_with("PATCH"))
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// Plans of the finished customer-sync runs: (origin, action).
+async fn plans(database: &str) -> Vec<(String, String)> {
+    let store = ledgerbridge_store::open(database).await.unwrap();
+    let runs = store
+        .list_runs(&RunFilter {
+            flow: Some("customer-sync".to_owned()),
+            limit: 1000,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for run in runs {
+        if run.state != RunState::Succeeded {
+            continue;
+        }
+        let detail = store.run(run.id).await.unwrap().unwrap();
+        if let Some(plan) = detail.journal.iter().find(|s| s.step == "plan") {
+            out.push((
+                plan.output["origin"].as_str().unwrap_or("").to_owned(),
+                plan.output["action"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn xconnect_contact(target: &Target, source: &str, identifier: &str) -> Option<Value> {
+    let snapshot = target.sandbox.xconnect.snapshot();
+    snapshot["contacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["Identifiers"].as_array().into_iter().flatten().any(|i| {
+                i["Source"].as_str() == Some(source) && i["Identifier"].as_str() == Some(identifier)
+            })
+        })
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn customers_sync_both_ways_at_once_and_echoes_are_dropped() {
+    let target = Target::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    register_user_webhook(&target, &spec.base()).await;
+    wait_for_baseline(&database).await;
+    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+
+    // A shopper signs up in OrderCloud; a customer is added in KashFlow.
+    oc.create_user(
+        BUYER,
+        &oc_user("u-alice", "Alice", "Lovelace", "alice@example.com"),
+    )
+    .await
+    .unwrap();
+    kf.create_customer(&kf_customer("ACME1", "Bob", "Builder", "bob@example.com"))
+        .await
+        .unwrap();
+    let alice = record("Alice", "Lovelace", "alice@example.com", "");
+    let bob = record("Bob", "Builder", "bob@example.com", "");
+    wait_agree(&kf, &oc, "OC-U-ALICE", "u-alice", &alice).await;
+    wait_agree(&kf, &oc, "ACME1", "kf-acme1", &bob).await;
+
+    // Both directions at once, on the same customers, different fields.
+    let mut alice_kf = kf.get_customer("OC-U-ALICE").await.unwrap().unwrap();
+    alice_kf.contacts.as_mut().unwrap()[0].email = Some("alice@new.example.com".to_owned());
+    let mut bob_kf = kf.get_customer("ACME1").await.unwrap().unwrap();
+    bob_kf.contacts.as_mut().unwrap()[0].telephone = Some("0200 000 0000".to_owned());
+    let alice_patch = json!({"LastName": "King"});
+    let bob_patch = json!({"FirstName": "Robert"});
+    let alice_update = Customer {
+        contacts: alice_kf.contacts.clone(),
+        ..Customer::default()
+    };
+    let bob_update = Customer {
+        contacts: bob_kf.contacts.clone(),
+        ..Customer::default()
+    };
+    let (a, b, c, d) = tokio::join!(
+        oc.patch_user(BUYER, "u-alice", &alice_patch),
+        kf.update_customer("OC-U-ALICE", &alice_update),
+        kf.update_customer("ACME1", &bob_update),
+        oc.patch_user(BUYER, "kf-acme1", &bob_patch),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    d.unwrap();
+    let alice = record("Alice", "King", "alice@new.example.com", "");
+    let bob = record("Robert", "Builder", "bob@example.com", "0200 000 0000");
+    wait_agree(&kf, &oc, "OC-U-ALICE", "u-alice", &alice).await;
+    wait_agree(&kf, &oc, "ACME1", "kf-acme1", &bob).await;
+
+    // Quiet now: several poll cycles and webhook rounds later, nothing is
+    // written any more — no ping-pong.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = writes(&target);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        writes(&target),
+        settled,
+        "writes continued after the systems agreed: a sync loop"
+    );
+    let plans = plans(&database).await;
+    let echoes = plans.iter().filter(|(_, action)| action == "none").count();
+    assert!(
+        echoes >= 2,
+        "our own writes should come back as events and be dropped: {plans:?}"
+    );
+
+    // xConnect holds both people as last synced.
+    let contact = xconnect_contact(&target, "ordercloud", "u-alice").expect("alice in xConnect");
+    assert_eq!(
+        contact["PersonalInformation"]["LastName"], "King",
+        "{contact}"
+    );
+    assert_eq!(
+        contact["Emails"]["PreferredEmail"]["SmtpAddress"], "alice@new.example.com",
+        "{contact}"
+    );
+    let contact = xconnect_contact(&target, "ordercloud", "kf-acme1").expect("bob in xConnect");
+    assert_eq!(
+        contact["PersonalInformation"]["FirstName"], "Robert",
+        "{contact}"
+    );
+    engine.sigterm();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kashflow_change_made_while_the_engine_is_down_is_synced_once_after_restart_on_postgres()
+{
+    let target = Target::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = PgDb::create().await;
+    let spec = spec(&target, &db.url, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&db.url).await;
+    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+    kf.create_customer(&kf_customer("RST1", "Carol", "Jones", "carol@example.com"))
+        .await
+        .unwrap();
+    wait_agree(
+        &kf,
+        &oc,
+        "RST1",
+        "kf-rst1",
+        &record("Carol", "Jones", "carol@example.com", ""),
+    )
+    .await;
+
+    engine.sigkill();
+    kf.update_customer(
+        "RST1",
+        &kf_customer("RST1", "Caroline", "Jones", "carol@example.com"),
+    )
+    .await
+    .unwrap();
+    let patches_before = target.count("PATCH /ordercloud/v1/buyers/{id}/users/{id}");
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_agree(
+        &kf,
+        &oc,
+        "RST1",
+        "kf-rst1",
+        &record("Caroline", "Jones", "carol@example.com", ""),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        target.count("PATCH /ordercloud/v1/buyers/{id}/users/{id}"),
+        patches_before + 1,
+        "the change is written to OrderCloud exactly once"
+    );
+    engine.sigterm();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn customer_sync_survives_errors_rate_limits_and_dropped_responses() {
+    let target = Target::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("faults.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    register_user_webhook(&target, &spec.base()).await;
+    wait_for_baseline(&database).await;
+    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+
+    target.fault("kashflow/customers:error_rate=0.3,status=503");
+    target.fault("kashflow/customers:commit_then_drop=0.3,method=POST");
+    target.fault("ordercloud:rate_limit=600/min,burst=3");
+    target.fault("kashflow:execution_timeout=0.2");
+    let mut want = Vec::new();
+    for n in 0..8 {
+        let id = format!("u-f{n}");
+        let created = loop {
+            // The test's own calls meet the faults too: retry them.
+            match oc
+                .create_user(
+                    BUYER,
+                    &oc_user(&id, "Fault", &format!("Tester{n}"), "f@example.com"),
+                )
+                .await
+            {
+                Ok(user) => break user,
+                Err(f) if f.class.is_retriable() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(f) if f.class == ledgerbridge_core::ErrorClass::Conflict => {
+                    break User::default()
+                }
+                Err(f) => panic!("creating {id}: {f:?}"),
+            }
+        };
+        let _ = created;
+        want.push((
+            format!("OC-U-F{n}"),
+            id,
+            record("Fault", &format!("Tester{n}"), "f@example.com", ""),
+        ));
+    }
+    for (code, user, record) in &want {
+        wait_agree_retrying(&kf, &oc, code, user, record).await;
+    }
+    target.clear_faults();
+    let customers = kf.list_customers().await.unwrap();
+    for (code, _, _) in &want {
+        let n = customers
+            .iter()
+            .filter(|c| c.code.as_deref() == Some(code))
+            .count();
+        assert_eq!(n, 1, "{code} must exist exactly once in KashFlow");
+    }
+    engine.sigterm();
+}
+
+/// [`wait_agree`] whose own reads may meet injected faults.
+async fn wait_agree_retrying(
+    kf: &KashFlowClient,
+    oc: &OrderCloudClient,
+    code: &str,
+    user: &str,
+    want: &CustomerRecord,
+) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let customer = kf.get_customer(code).await;
+        let found = oc.get_user(BUYER, user).await;
+        if let (Ok(Some(customer)), Ok(Some(found))) = (&customer, &found) {
+            if &CustomerRecord::from_customer(customer) == want
+                && &CustomerRecord::from_user(found) == want
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{code} / {user} never agreed on {want:?}: KashFlow {customer:?}, OrderCloud {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
