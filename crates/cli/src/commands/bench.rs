@@ -36,6 +36,9 @@ pub enum BenchCommand {
     /// OrderCloud order of N lines → KashFlow customer and invoice bodies,
     /// on one thread, no I/O.
     Mapping(crate::commands::bench_mapping::MappingArgs),
+    /// One poll cycle of KashFlow product stock over HTTP (no engine): time
+    /// and requests for N products of which M changed.
+    Poll(crate::commands::bench_poll::PollArgs),
 }
 
 /// Flags of `bench ingest`.
@@ -91,6 +94,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Orders(args) => crate::commands::bench_orders::run(config, args).await,
         BenchCommand::Mapping(args) => crate::commands::bench_mapping::run(args),
+        BenchCommand::Poll(args) => crate::commands::bench_poll::run(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_mapping;
 pub mod bench_orders;
+pub mod bench_poll;
 pub mod config_cmd;
 pub mod demo;
 pub mod flows;
