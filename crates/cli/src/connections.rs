@@ -11,10 +11,13 @@ use ledgerbridge_connectors::xconnect::{XConnectClient, XConnectConfig};
 use ledgerbridge_engine::flows::customer_sync::{
     CustomerSync, CustomerSyncSettings, KashFlowCustomerPoll,
 };
+use ledgerbridge_engine::flows::inventory_sync::{
+    InventorySync, InventorySyncSettings, KashFlowStockPoll,
+};
 use ledgerbridge_engine::flows::mapped_invoice::FlowFileMapping;
 use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoiceSettings};
 use ledgerbridge_engine::flows::payments::{PaymentSettings, PaymentToInvoice};
-use ledgerbridge_engine::{FlowRegistry, PollSource};
+use ledgerbridge_engine::{Alerts, FlowRegistry, PollSource};
 use ledgerbridge_mapping::registry::{Registry, RegistryError};
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +48,9 @@ pub struct FlowsConfig {
     /// `[flows.payment-to-invoice]`
     #[serde(rename = "payment-to-invoice")]
     pub payment_to_invoice: PaymentSettings,
+    /// `[flows.inventory-sync]`
+    #[serde(rename = "inventory-sync")]
+    pub inventory_sync: InventorySyncSettings,
     /// Where each version of a loaded flow file is kept (one snapshot per
     /// content change), so a run can always name the mapping it ran under.
     pub registry_dir: PathBuf,
@@ -56,6 +62,7 @@ impl Default for FlowsConfig {
             order_to_invoice: OrderToInvoiceSettings::default(),
             customer_sync: CustomerSyncSettings::default(),
             payment_to_invoice: PaymentSettings::default(),
+            inventory_sync: InventorySyncSettings::default(),
             registry_dir: PathBuf::from("data/flows"),
         }
     }
@@ -68,9 +75,10 @@ pub const ORDERCLOUD_CONNECTION: &str = "ordercloud";
 /// The name of the xConnect connection.
 pub const XCONNECT_CONNECTION: &str = "xconnect";
 
-/// Builds every flow whose connections are configured.
+/// Builds every flow whose connections are configured (alerts they raise
+/// are logged only: for commands that replay or check, not the engine).
 pub fn build_flows(config: &Config) -> anyhow::Result<FlowRegistry> {
-    Ok(build(config)?.flows)
+    Ok(build(config, &Alerts::log_only())?.flows)
 }
 
 /// The enabled flows and the poll sources they need, over one client per
@@ -85,8 +93,8 @@ pub struct Built {
 /// Builds the flows and poll sources of the configuration. The flows share
 /// one client per connection: one KashFlow session and rate limiter, and
 /// one lock per invoice for payments, so two flows paying one invoice never
-/// interleave.
-pub fn build(config: &Config) -> anyhow::Result<Built> {
+/// interleave. Flows raise their alerts (low stock) through `alerts`.
+pub fn build(config: &Config, alerts: &Alerts) -> anyhow::Result<Built> {
     let mut flows = FlowRegistry::new();
     let mut pollers: Vec<Arc<dyn PollSource>> = Vec::new();
     let connections = &config.connections;
@@ -149,6 +157,21 @@ pub fn build(config: &Config) -> anyhow::Result<Built> {
             kashflow.clone(),
             std::time::Duration::from_secs(sync.poll_interval_secs),
             sync.initial_poll,
+        )));
+    }
+    let stock = &config.flows.inventory_sync;
+    if stock.enabled {
+        stock.validate().map_err(anyhow::Error::msg)?;
+        flows.register(Arc::new(InventorySync::new(
+            stock.clone(),
+            kashflow.clone(),
+            ordercloud.clone(),
+            &oc.base_url,
+            alerts.clone(),
+        )));
+        pollers.push(Arc::new(KashFlowStockPoll::new(
+            kashflow.clone(),
+            std::time::Duration::from_secs(stock.poll_interval_secs),
         )));
     }
     Ok(Built { flows, pollers })

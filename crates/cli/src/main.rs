@@ -45,6 +45,9 @@ enum Command {
     /// Benchmarks that print numbers.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Stock sync: which products are synced, which are on one side only.
+    #[command(subcommand)]
+    Inventory(commands::inventory::InventoryCommand),
     /// Check or print the effective configuration (secrets redacted).
     #[command(subcommand)]
     Config(commands::config_cmd::ConfigCommand),
@@ -89,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => commands::demo::run(config, args).await,
             Command::Runs(cmd) => commands::runs::run(config, cmd).await,
             Command::Bench(cmd) => commands::bench::run(config, cmd).await,
+            Command::Inventory(cmd) => commands::inventory::run(config, cmd).await,
             Command::Config(cmd) => commands::config_cmd::run(config, cmd),
             Command::Validate(args) => commands::flows::validate(args),
             Command::Test(args) => commands::flows::test(args),

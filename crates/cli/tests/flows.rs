@@ -100,6 +100,7 @@ fn the_shipped_flows_pass_their_own_tests() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("order-to-invoice"), "{out}");
     assert!(out.contains("payment-to-invoice"), "{out}");
+    assert!(out.contains("inventory-sync"), "{out}");
     assert!(out.contains(" 0 failed"), "{out}");
 }
 

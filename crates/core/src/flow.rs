@@ -70,6 +70,18 @@ pub enum Trigger {
         #[serde(default = "default_verb")]
         verb: String,
     },
+    /// A change found by polling a connection that has no webhooks
+    /// (KashFlow). The run's input is `{source, kind, key, record}`: the
+    /// poll source (`kashflow:products`), the kind of change, the record's
+    /// key (a product code) and the record as listed.
+    Poll {
+        /// Connection alias (a key of `connections`).
+        connection: String,
+        /// What is listed, e.g. `products` (the source is `<system>:<resource>`).
+        resource: String,
+        /// The kind of change that starts a run, e.g. `product.stock`.
+        change: String,
+    },
     /// A schedule (daily reconciliation and the like).
     Schedule {
         /// Every so many seconds.

@@ -353,6 +353,18 @@ fn loosely_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Whole units a storefront may sell of a stock quantity (KashFlow keeps
+/// decimals; OrderCloud whole numbers): rounded down, never below zero,
+/// capped at `i32::MAX` (OrderCloud's largest quantity).
+pub fn stock_units(quantity: Decimal) -> i64 {
+    if quantity <= Decimal::ZERO {
+        return 0;
+    }
+    rust_decimal::prelude::ToPrimitive::to_i64(&quantity.floor())
+        .unwrap_or(i64::MAX)
+        .min(i64::from(i32::MAX))
+}
+
 /// The names of our functions, for the README's table and error hints.
 pub const NAMES: &[&str] = &[
     "money",
@@ -366,6 +378,7 @@ pub const NAMES: &[&str] = &[
     "vat_amount",
     "money_cmp",
     "to_number",
+    "stock_units",
     "tax_rate",
     "tax_region",
     "fx_rate",
@@ -547,6 +560,15 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
             let float = NotNan::new(to_exact_float(d)?).map_err(|_| "not a number")?;
             Ok(Value::Float(float))
         },
+    ));
+
+    fns.push(native(
+        "stock_units",
+        "Whole units a storefront may sell of a stock quantity: rounded down, never below 0 (`stock_units(\"7.5\")` → 7).",
+        params![req("quantity", "number or numeric string")],
+        Returns::Integer,
+        true,
+        |a| Ok(Value::Integer(stock_units(decimal_of(a[0], "quantity")?))),
     ));
 
     // --- tax and FX --------------------------------------------------------
@@ -1046,6 +1068,15 @@ mod tests {
         assert!(instant_of(&Value::from("15/01/2025"), "v")
             .unwrap_err()
             .contains("ISO-8601"));
+    }
+
+    #[test]
+    fn stock_units_round_down_and_never_go_negative() {
+        assert_eq!(stock_units(Decimal::new(75, 1)), 7);
+        assert_eq!(stock_units(Decimal::new(12, 0)), 12);
+        assert_eq!(stock_units(Decimal::new(-3, 0)), 0);
+        assert_eq!(stock_units(Decimal::new(9, 1)), 0);
+        assert_eq!(stock_units(Decimal::MAX), i64::from(i32::MAX));
     }
 
     #[test]

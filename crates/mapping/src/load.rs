@@ -249,7 +249,9 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedFlow, Vec<FlowError>> {
             );
         }
     }
-    if let ledgerbridge_core::flow::Trigger::Webhook { connection, .. } = &flow.trigger {
+    if let ledgerbridge_core::flow::Trigger::Webhook { connection, .. }
+    | ledgerbridge_core::flow::Trigger::Poll { connection, .. } = &flow.trigger
+    {
         if !flow.connections.contains_key(connection) {
             at.error(
                 &["trigger:", "connection:"],

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{eventually, num, ordercloud_session, start, start_receiver, status_and_json};
-use ledgerbridge_sandbox::ordercloud::{oc_hash, WebhookFaults, WebhookSeed};
+use ledgerbridge_sandbox::ordercloud::{
+    oc_hash, ProductSeed, VariantSeed, WebhookFaults, WebhookSeed,
+};
 use ledgerbridge_sandbox::SandboxConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -1063,4 +1065,103 @@ fn oc_hash_reproduces_the_reference_test_vector() {
         oc_hash("sim-hash-key-123", body.as_bytes()),
         "ZG9XFQs1bvtppWMcyCe1kP3Lb+xUU03bq1xjaJXfW70="
     );
+}
+
+fn config_with_variants(variant_level_tracking: bool) -> SandboxConfig {
+    let mut config = SandboxConfig::default();
+    config.ordercloud.products.push(ProductSeed {
+        id: "TEE".to_owned(),
+        name: "Widget Tee".to_owned(),
+        price: rust_decimal::Decimal::new(1500, 2),
+        tax_class: "standard".to_owned(),
+        inventory_enabled: true,
+        quantity_available: 0,
+        order_can_exceed: false,
+        variant_level_tracking,
+        variants: ["S", "M", "L"]
+            .iter()
+            .map(|size| VariantSeed {
+                id: format!("TEE-{size}"),
+                name: format!("Widget Tee, size {size}"),
+                quantity_available: 10,
+            })
+            .collect(),
+    });
+    config
+}
+
+#[tokio::test]
+async fn variants_and_their_inventory() {
+    let oc = ordercloud_session(config_with_variants(true)).await;
+    let (_, product) = oc.get("/products/TEE").await;
+    assert_eq!(product["VariantCount"], 3);
+    assert_eq!(product["Inventory"]["VariantLevelTracking"], true);
+
+    let (status, list) = oc.get("/products/TEE/variants?sortBy=!ID").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["Meta"]["TotalCount"], 3);
+    assert_eq!(list["Items"][0]["ID"], "TEE-S");
+    let keys: Vec<&str> = list["Items"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert!(
+        keys.contains(&"Inventory") && keys.contains(&"xp"),
+        "{keys:?}"
+    );
+
+    let (status, variant) = oc
+        .patch(
+            "/products/TEE/variants/TEE-M",
+            &json!({"Inventory": {"QuantityAvailable": 4}, "xp": {"Colour": "red"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{variant}");
+    assert_eq!(variant["Inventory"]["QuantityAvailable"], 4);
+    assert!(variant["Inventory"]["LastUpdated"].is_string());
+    let (_, again) = oc.get("/products/TEE/variants/TEE-M").await;
+    assert_eq!(again["Inventory"]["QuantityAvailable"], 4);
+    assert_eq!(again["xp"]["Colour"], "red");
+    assert_eq!(again["Name"], "Widget Tee, size M");
+
+    let (status, body) = oc
+        .patch(
+            "/products/TEE/variants/TEE-M",
+            &json!({"Inventory": {"QuantityAvailable": 1.5}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, body) = oc.get("/products/TEE/variants/TEE-XL").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["Errors"][0]["ErrorCode"], "NotFound");
+    let (status, _) = oc.get("/products/NOPE/variants").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, list) = oc.get("/products/WID1/variants").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["Meta"]["TotalCount"], 0);
+
+    // Without variant-level tracking a variant's stock cannot be set.
+    let (status, body) = oc
+        .patch(
+            "/products/TEE",
+            &json!({"Inventory": {"VariantLevelTracking": false}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = oc
+        .patch(
+            "/products/TEE/variants/TEE-S",
+            &json!({"Inventory": {"QuantityAvailable": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["Errors"][0]["ErrorCode"], "Product.InventoryDisabled");
+    // Other fields still change.
+    let (status, _) = oc
+        .patch("/products/TEE/variants/TEE-S", &json!({"Active": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }

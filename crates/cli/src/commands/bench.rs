@@ -39,6 +39,9 @@ pub enum BenchCommand {
     /// One poll cycle of KashFlow customers: N customers listed, M changed
     /// ones detected and stored, none refetched one by one.
     Poll(crate::commands::bench_poll::PollArgs),
+    /// One poll cycle of KashFlow product stock over HTTP (no engine): time
+    /// and requests for N products of which M changed.
+    Stock(crate::commands::bench_stock::StockArgs),
 }
 
 /// Flags of `bench ingest`.
@@ -95,6 +98,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Orders(args) => crate::commands::bench_orders::run(config, args).await,
         BenchCommand::Mapping(args) => crate::commands::bench_mapping::run(args),
         BenchCommand::Poll(args) => crate::commands::bench_poll::run(config, args).await,
+        BenchCommand::Stock(args) => crate::commands::bench_stock::run(args).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `ledgerbridge demo`: the sandbox, the engine on a fresh SQLite file, and
-//! a stream of sample orders, with live progress in the terminal. Keeps
+//! a stream of sample orders, with live progress in the terminal; then a
+//! stocktake in KashFlow that the inventory sync carries to OrderCloud. Keeps
 //! serving until Ctrl-C (or exits when done with `--exit-when-done`).
 
 use std::net::SocketAddr;
@@ -12,10 +13,12 @@ use ledgerbridge_connectors::ordercloud::{
     OrderCloudClient, OrderCloudConfig, Webhook, WebhookRoute,
 };
 use ledgerbridge_connectors::xconnect::XConnectConfig;
+use ledgerbridge_engine::flows::inventory_sync;
 use ledgerbridge_sandbox::driver::{self, DriverConfig, DriverCredentials, DriverReport};
 use ledgerbridge_sandbox::RunningSandbox;
 use ledgerbridge_server::{GatewaySource, OrderCloudSource};
 use ledgerbridge_store::{RunFilter, RunState, Store};
+use rust_decimal::Decimal;
 
 use crate::commands::run::{shutdown_signal, App};
 use crate::commands::sandbox::{print_urls, sandbox_config};
@@ -94,17 +97,34 @@ fn count(counts: &[(RunState, i64)], state: RunState) -> i64 {
         .unwrap_or(0)
 }
 
+/// Runs of the inventory flow: (all, succeeded).
+async fn stock_runs(store: &dyn Store) -> anyhow::Result<(i64, i64)> {
+    let runs = store
+        .list_runs(&RunFilter {
+            flow: Some(inventory_sync::NAME.to_owned()),
+            limit: 1000,
+            ..RunFilter::default()
+        })
+        .await?;
+    let done = runs
+        .iter()
+        .filter(|r| r.state == RunState::Succeeded)
+        .count();
+    Ok((runs.len() as i64, done as i64))
+}
+
 /// One progress line; returns (runs, runs still to do).
 async fn progress_line(store: &dyn Store, started: Instant) -> anyhow::Result<(i64, i64)> {
     let counts = store.count_by_state().await?;
     let invoices = store.ledger(KASHFLOW_CONNECTION, "invoice").await?.len();
     let payments = store.ledger(KASHFLOW_CONNECTION, "payment").await?.len();
+    let (_, stock_done) = stock_runs(store).await?;
     let total: i64 = counts.iter().map(|c| c.1).sum();
     let pending = count(&counts, RunState::Queued)
         + count(&counts, RunState::Running)
         + count(&counts, RunState::Retrying);
     println!(
-        "[{:>5.1}s] runs {:>4} | queued {:>4} running {:>3} retrying {:>3} parked {:>3} | invoices {:>4} payments {:>4}",
+        "[{:>5.1}s] runs {:>4} | queued {:>4} running {:>3} retrying {:>3} parked {:>3} | invoices {:>4} payments {:>4} | stock syncs {:>3}",
         started.elapsed().as_secs_f64(),
         total,
         count(&counts, RunState::Queued),
@@ -112,9 +132,96 @@ async fn progress_line(store: &dyn Store, started: Instant) -> anyhow::Result<(i
         count(&counts, RunState::Retrying),
         count(&counts, RunState::Parked),
         invoices,
-        payments
+        payments,
+        stock_done
     );
     Ok((total, pending))
+}
+
+/// The demo's stock levels: a delivery before the shop opens (so sample
+/// orders do not run out), synced by the first poll.
+fn stock_delivery(sandbox: &RunningSandbox) -> anyhow::Result<()> {
+    for id in 1..=6 {
+        sandbox
+            .sandbox
+            .kashflow
+            .set_stock(&format!("WID{id}"), None, Decimal::from(500))
+            .map_err(|e| anyhow::anyhow!("setting demo stock: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// OrderCloud's `QuantityAvailable` of a product, as the simulator holds it.
+fn ordercloud_available(sandbox: &RunningSandbox, id: &str) -> Option<i64> {
+    let snapshot = sandbox.sandbox.ordercloud.snapshot();
+    snapshot["Products"]
+        .as_array()?
+        .iter()
+        .find(|p| p["ID"] == id)?["Inventory"]["QuantityAvailable"]
+        .as_i64()
+}
+
+/// KashFlow's `QuantityInStock` of a product, as the simulator holds it.
+fn kashflow_in_stock(sandbox: &RunningSandbox, code: &str) -> Option<String> {
+    let snapshot = sandbox.sandbox.kashflow.snapshot();
+    let product = snapshot["Products"]
+        .as_array()?
+        .iter()
+        .find(|p| p["Code"] == code)?
+        .clone();
+    Some(match &product["QuantityInStock"] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// A stocktake in KashFlow after the orders: two levels change, and the
+/// demo waits for each to reach OrderCloud. WID5 falls to its warning
+/// level, so a `stock.low` alert is raised.
+async fn stocktake(sandbox: &RunningSandbox) -> anyhow::Result<()> {
+    for (code, quantity) in [("WID2", 7), ("WID5", 3)] {
+        sandbox
+            .sandbox
+            .kashflow
+            .set_stock(code, None, Decimal::from(quantity))
+            .map_err(|e| anyhow::anyhow!("stocktake: {e:?}"))?;
+        println!("stocktake: KashFlow {code} set to {quantity}");
+    }
+    let started = Instant::now();
+    let mut pending = vec![("WID2", 7), ("WID5", 3)];
+    while !pending.is_empty() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pending.retain(|(code, quantity)| {
+            let arrived = ordercloud_available(sandbox, code) == Some(*quantity);
+            if arrived {
+                println!(
+                    "stocktake: OrderCloud {code} now {quantity} ({:.1} s after the change)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            !arrived
+        });
+    }
+    for (code, _) in pending {
+        println!(
+            "stocktake: OrderCloud {code} not updated after 30 s; see `ledgerbridge runs list`"
+        );
+    }
+    Ok(())
+}
+
+/// KashFlow stock against OrderCloud availability for the storefront's
+/// products (invoices reduce KashFlow's stock; the poll carries it over).
+fn stock_table(sandbox: &RunningSandbox) {
+    println!("stock      KashFlow  OrderCloud");
+    for id in 1..=6 {
+        let code = format!("WID{id}");
+        println!(
+            "  {code:<8} {:>8}  {:>10}",
+            kashflow_in_stock(sandbox, &code).unwrap_or_else(|| "-".to_owned()),
+            ordercloud_available(sandbox, &code).map_or("-".to_owned(), |q| q.to_string())
+        );
+    }
 }
 
 pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
@@ -153,6 +260,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
             hash_key: DEMO_HASH_KEY.into(),
         },
     );
+    // Stock levels follow KashFlow (polled every 2 s in the demo).
+    config.flows.inventory_sync.enabled = true;
+    config.flows.inventory_sync.poll_interval_secs = 2;
+    stock_delivery(&sandbox)?;
     config.sources.gateway.insert(
         "demo".to_owned(),
         GatewaySource {
@@ -264,6 +375,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     summary(app.store.as_ref(), &sandbox).await?;
+    stocktake(&sandbox).await?;
+    // One more poll after the last invoices, then the levels side by side.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stock_table(&sandbox);
     if args.exit_when_done {
         app.stop().await;
         sandbox.shutdown().await?;

@@ -57,19 +57,20 @@ impl App {
             .with_context(|| {
                 format!("opening the database {}", redact_url(&config.database.url))
             })?;
-        let built = connections::build(config)?;
-        Self::start_with(config, store, built.flows, built.pollers, metrics).await
+        let alerts = Alerts::new(config.alerts.clone(), Some(store.clone()));
+        let built = connections::build(config, &alerts)?;
+        Self::start_with(config, store, built.flows, built.pollers, alerts, metrics).await
     }
 
-    /// Like [`App::start`] with the store, flows and poll sources given.
+    /// Like [`App::start`] with the store, flows, poll sources and alerts given.
     pub async fn start_with(
         config: &Config,
         store: Arc<dyn Store>,
         flows: FlowRegistry,
         poll_sources: Vec<Arc<dyn PollSource>>,
+        alerts: Alerts,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<App> {
-        let alerts = Alerts::new(config.alerts.clone(), Some(store.clone()));
         let engine = Engine::new(store.clone(), flows.clone(), config.engine.clone());
         let wake = engine.waker();
         let engine = engine.start();

@@ -302,6 +302,22 @@ impl OrderCloudClient {
         self.send_json(Method::PATCH, url, &patch).await
     }
 
+    /// Every variant of a product, all pages.
+    pub async fn list_variants(&self, product_id: &str) -> Result<Vec<Variant>, Failure> {
+        self.list_all(self.url(&["products", product_id, "variants"]))
+            .await
+    }
+
+    /// `GET /products/{productID}/variants/{variantID}`; `None` if unknown.
+    pub async fn get_variant(
+        &self,
+        product_id: &str,
+        variant_id: &str,
+    ) -> Result<Option<Variant>, Failure> {
+        self.get_optional(self.url(&["products", product_id, "variants", variant_id]))
+            .await
+    }
+
     /// Sets a variant's `Inventory.QuantityAvailable`.
     pub async fn patch_variant_inventory(
         &self,

@@ -175,6 +175,18 @@ impl KashFlow {
             .map_err(|err| KfError::validation(format!("cannot render product: {err}")))
     }
 
+    /// Adds a product as `POST /products` would (its body: `Code`, `Name`,
+    /// `NominalCode`, `ManageStockLevel`, `QuantityInStock`, …), without a
+    /// session: for tests and the demo. Returns the product as JSON.
+    pub fn add_product(&self, body: &serde_json::Value) -> Result<serde_json::Value, KfError> {
+        let input: model::ProductInput = serde_json::from_value(body.clone())
+            .map_err(|err| KfError::validation(format!("invalid product: {err}")))?;
+        let mut data = self.write();
+        let product = data.create_product(input)?;
+        serde_json::to_value(product)
+            .map_err(|err| KfError::validation(format!("cannot render product: {err}")))
+    }
+
     /// The control route `POST /_sandbox/kashflow/stock`
     /// (`{"Code","QuantityInStock"[,"NominalCode"]}`), answered in KashFlow's format.
     pub fn set_stock_from_json(&self, body: &[u8]) -> Response {

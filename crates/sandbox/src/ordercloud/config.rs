@@ -166,6 +166,26 @@ pub struct ProductSeed {
     /// `Inventory.OrderCanExceed`.
     #[serde(default)]
     pub order_can_exceed: bool,
+    /// `Inventory.VariantLevelTracking`: stock is kept per variant.
+    #[serde(default)]
+    pub variant_level_tracking: bool,
+    /// Variants (`GET /products/{id}/variants`); real OrderCloud generates
+    /// them from specs, the simulator takes them as given.
+    #[serde(default)]
+    pub variants: Vec<VariantSeed>,
+}
+
+/// A product variant present at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSeed {
+    /// Variant ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `Inventory.QuantityAvailable` of the variant.
+    #[serde(default)]
+    pub quantity_available: i64,
 }
 
 fn standard() -> String {
@@ -200,6 +220,8 @@ pub fn default_products() -> Vec<ProductSeed> {
             inventory_enabled: true,
             quantity_available: plenty(),
             order_can_exceed: false,
+            variant_level_tracking: false,
+            variants: Vec::new(),
         })
         .collect()
 }

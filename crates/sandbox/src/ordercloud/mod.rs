@@ -15,6 +15,7 @@ pub mod list;
 mod auth;
 mod orders;
 mod users;
+mod variants;
 mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +28,8 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
 pub use config::{
-    ApiClientConfig, OrderCloudConfig, ProductSeed, UserSeed, WebhookRouteSeed, WebhookSeed,
+    ApiClientConfig, OrderCloudConfig, ProductSeed, UserSeed, VariantSeed, WebhookRouteSeed,
+    WebhookSeed,
 };
 pub use delivery::{DeliveryConfig, DeliveryRecord, WebhookFaults};
 pub use error::OcError;
@@ -93,6 +95,8 @@ struct Store {
     users: BTreeMap<String, Value>,
     passwords: HashMap<String, String>,
     products: BTreeMap<String, Value>,
+    /// Variants per product ID, keyed by variant ID.
+    variants: BTreeMap<String, BTreeMap<String, Value>>,
     orders: BTreeMap<String, Value>,
     /// Line items per order ID, keyed by line item ID.
     line_items: HashMap<String, LineItems>,
@@ -208,6 +212,14 @@ impl OrderCloud {
                     .put(users::put_product),
             )
             .route(
+                "/products/{product_id}/variants",
+                get(variants::list_variants),
+            )
+            .route(
+                "/products/{product_id}/variants/{variant_id}",
+                get(variants::get_variant).patch(variants::patch_variant),
+            )
+            .route(
                 "/webhooks",
                 get(webhooks::list_webhooks).post(webhooks::create_webhook),
             )
@@ -260,6 +272,7 @@ impl OrderCloud {
             "Buyers": store.buyers,
             "Users": store.users.values().collect::<Vec<_>>(),
             "Products": store.products.values().collect::<Vec<_>>(),
+            "Variants": store.variants,
             "Orders": orders,
             "Shipments": store.shipments.values().map(|(_, s)| s).collect::<Vec<_>>(),
             "Webhooks": store.webhooks.values().map(webhooks::public_view).collect::<Vec<_>>(),
@@ -354,6 +367,14 @@ fn seed_store(config: &OrderCloudConfig) -> Store {
     for seed in &config.products {
         let product = users::product_from_seed(seed, &now);
         store.products.insert(seed.id.clone(), product);
+        if !seed.variants.is_empty() {
+            let variants = seed
+                .variants
+                .iter()
+                .map(|v| (v.id.clone(), variants::variant_from_seed(v, &now)))
+                .collect();
+            store.variants.insert(seed.id.clone(), variants);
+        }
     }
     for (i, seed) in config.webhooks.iter().enumerate() {
         let id = if seed.id.is_empty() {

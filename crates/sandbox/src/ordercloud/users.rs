@@ -321,11 +321,12 @@ pub(crate) fn product_from_seed(seed: &ProductSeed, now: &str) -> Value {
         "Active": true,
         "QuantityMultiplier": 1,
         "Returnable": true,
+        "VariantCount": seed.variants.len(),
         "DateCreated": now,
         "Inventory": {
             "Enabled": seed.inventory_enabled,
             "NotificationPoint": null,
-            "VariantLevelTracking": false,
+            "VariantLevelTracking": seed.variant_level_tracking,
             "OrderCanExceed": seed.order_can_exceed,
             "QuantityAvailable": seed.quantity_available,
             "LastUpdated": now,
