@@ -207,10 +207,11 @@ async fn plans(database: &str) -> Vec<(String, String)> {
             continue;
         }
         let detail = store.run(run.id).await.unwrap().unwrap();
-        if let Some(plan) = detail.journal.iter().find(|s| s.step == "plan") {
+        if let Some(sync) = detail.journal.iter().find(|s| s.step == "sync") {
+            let plan = &sync.output["plan"];
             out.push((
-                plan.output["origin"].as_str().unwrap_or("").to_owned(),
-                plan.output["action"].as_str().unwrap_or("").to_owned(),
+                plan["origin"].as_str().unwrap_or("").to_owned(),
+                plan["action"].as_str().unwrap_or("").to_owned(),
             ));
         }
     }

@@ -11,8 +11,13 @@
 //!   event (the OrderCloud webhook of our PATCH, the poll that sees our
 //!   KashFlow update) is recognised and dropped: no ping-pong;
 //! - different: the fields that changed go to the other systems, and the
-//!   state becomes the new record — saved before any write, so the echo of
-//!   the write always finds it.
+//!   state becomes the new record.
+//!
+//! A customer is synced by one run at a time: read, write and save happen
+//! in one journaled step under the customer's lock, so the echo of a write
+//! (which waits for that lock) always finds the new state. The step is safe
+//! to repeat after a crash: the writes set values, creations go through the
+//! ledger, and the state is saved only after the writes.
 //!
 //! Conflicts: each field has an owner (`[flows.customer-sync.owners]`):
 //! `latest` (the default: the change processed last wins, and because every
@@ -28,6 +33,7 @@
 //! linking the existing contact.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -350,9 +356,10 @@ pub struct CustomerSync {
     xconnect: Option<XConnectClient>,
     triggers: Vec<Trigger>,
     version: String,
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-const STEPS: [&str; 5] = ["plan", "save_state", "kashflow", "ordercloud", "xconnect"];
+const STEPS: [&str; 1] = ["sync"];
 
 impl CustomerSync {
     /// The flow over its connections (`*_connection` name the ledger
@@ -394,7 +401,8 @@ impl CustomerSync {
             ordercloud_url: ordercloud_url.trim_end_matches('/').to_owned(),
             xconnect,
             triggers,
-            version: format!("1+{digest}"),
+            version: format!("2+{digest}"),
+            locks: std::sync::Mutex::default(),
         }
     }
 
@@ -473,31 +481,9 @@ impl CustomerSync {
                 record,
             ));
         }
-        let params = &input["RouteParams"];
-        let buyer = params["buyerID"]
-            .as_str()
-            .ok_or_else(|| Failure::validation("the webhook names no buyer (RouteParams.buyerID)"))?
-            .to_owned();
-        let user_id = params["userID"]
-            .as_str()
-            .or_else(|| input["Response"]["Body"]["ID"].as_str())
-            .ok_or_else(|| {
-                Failure::validation(
-                    "the webhook names no user: RouteParams.userID and Response.Body.ID are both missing",
-                )
-            })?
-            .to_owned();
+        let (buyer, user_id) = user_of(input)?;
         let user = self.ordercloud.get_user(&buyer, &user_id).await?;
-        // A user we created for a KashFlow customer names its code in xp;
-        // any other user's code is derived from its id, as the order flow does.
-        let code = user
-            .as_ref()
-            .and_then(|u| u.xp.as_ref())
-            .and_then(|xp| xp["KashFlowCustomerCode"].as_str())
-            .map_or_else(
-                || customer_code(&self.settings.customer_code_prefix, &user_id),
-                str::to_owned,
-            );
+        let code = self.code_for_user(user.as_ref(), &user_id);
         let mut state = load_state(ctx, &code).await?;
         state.buyer_id = buyer.clone();
         state.user_id.clone_from(&user_id);
@@ -586,6 +572,25 @@ pub fn decide(
     }
 }
 
+/// The buyer and user an OrderCloud user webhook names.
+fn user_of(input: &Value) -> Result<(String, String), Failure> {
+    let params = &input["RouteParams"];
+    let buyer = params["buyerID"]
+        .as_str()
+        .ok_or_else(|| Failure::validation("the webhook names no buyer (RouteParams.buyerID)"))?
+        .to_owned();
+    let user_id = params["userID"]
+        .as_str()
+        .or_else(|| input["Response"]["Body"]["ID"].as_str())
+        .ok_or_else(|| {
+            Failure::validation(
+                "the webhook names no user: RouteParams.userID and Response.Body.ID are both missing",
+            )
+        })?
+        .to_owned();
+    Ok((buyer, user_id))
+}
+
 fn origin_name(origin: Origin) -> &'static str {
     match origin {
         Origin::Ordercloud => "ordercloud",
@@ -627,15 +632,6 @@ impl Plan {
     }
 }
 
-fn plan_of(ctx: &StepCtx<'_>) -> Result<Plan, Failure> {
-    Plan::deserialize(ctx.output("plan")?).map_err(|e| {
-        Failure::new(
-            ErrorClass::Unknown,
-            format!("journaled plan cannot be read: {e}"),
-        )
-    })
-}
-
 #[async_trait]
 impl Flow for CustomerSync {
     fn name(&self) -> &str {
@@ -655,80 +651,131 @@ impl Flow for CustomerSync {
     }
 
     async fn run_step(&self, step: &str, ctx: &mut StepCtx<'_>) -> Result<Value, Failure> {
-        match step {
-            "plan" => {
-                let plan = self.plan(ctx).await?;
-                if !plan.refused.is_empty() {
-                    ctx.warnings.push(format!(
-                        "customer {}: {} changed in {} but owned by the other system; reverted there",
-                        plan.code,
-                        plan.refused.join(", "),
-                        origin_name(plan.origin)
-                    ));
-                }
-                encode(&plan)
-            }
-            "save_state" => {
-                let plan = plan_of(ctx)?;
-                if plan.action != "sync" {
-                    return Ok(json!({"skipped": plan.reason}));
-                }
-                // Saved before any write, so that the write's echo finds it.
-                save_state(ctx, &plan.code, &plan.state).await?;
-                Ok(json!({"saved": state_name(&plan.code)}))
-            }
-            "kashflow" => {
-                let plan = plan_of(ctx)?;
-                let write = plan.action == "sync"
-                    && match plan.origin {
-                        Origin::Ordercloud => !plan.changed.is_empty() || !plan.refused.is_empty(),
-                        Origin::Kashflow => !plan.refused.is_empty(),
-                    };
-                if !write {
-                    return Ok(json!({"skipped": "nothing to write to KashFlow"}));
-                }
-                self.write_kashflow(ctx, &plan).await
-            }
-            "ordercloud" => {
-                let plan = plan_of(ctx)?;
-                let write = plan.action == "sync"
-                    && match plan.origin {
-                        Origin::Kashflow => !plan.changed.is_empty() || !plan.refused.is_empty(),
-                        Origin::Ordercloud => !plan.refused.is_empty(),
-                    };
-                if !write {
-                    return Ok(json!({"skipped": "nothing to write to OrderCloud"}));
-                }
-                if plan.state.user_id.is_empty() {
-                    ctx.warnings.push(format!(
-                        "KashFlow customer {} has no OrderCloud user and [flows.customer-sync] buyer_id is empty: not synced to OrderCloud",
-                        plan.code
-                    ));
-                    return Ok(
-                        json!({"skipped": "no OrderCloud user and no buyer_id to create one in"}),
-                    );
-                }
-                self.write_ordercloud(ctx, &plan).await
-            }
-            "xconnect" => {
-                let plan = plan_of(ctx)?;
-                let Some(xconnect) = &self.xconnect else {
-                    return Ok(json!({"skipped": "no xConnect connection"}));
-                };
-                if plan.action != "sync" || plan.changed.is_empty() {
-                    return Ok(json!({"skipped": "nothing to write to xConnect"}));
-                }
-                self.write_xconnect(ctx, xconnect, plan).await
-            }
-            other => Err(Failure::new(
+        if step != "sync" {
+            return Err(Failure::new(
                 ErrorClass::Unknown,
-                format!("{NAME} has no step {other:?}"),
-            )),
+                format!("{NAME} has no step {step:?}"),
+            ));
         }
+        // One customer is synced by one run at a time (in this process):
+        // the run reads its source, writes the other systems and saves the
+        // state under the customer's lock, so the echo of its writes (which
+        // waits for the lock) always finds the new state and is dropped.
+        let code = self.code_of(ctx).await?;
+        let lock = self.lock_for(&code);
+        let result = {
+            let _guard = lock.lock().await;
+            self.sync(ctx).await
+        };
+        self.unlock(&code, lock);
+        result
     }
 }
 
 impl CustomerSync {
+    /// The KashFlow code the run is about (read before taking its lock).
+    async fn code_of(&self, ctx: &StepCtx<'_>) -> Result<String, Failure> {
+        let input = ctx.input();
+        if input["source"].as_str() == Some(POLL_SOURCE) {
+            return input["key"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| Failure::validation("the poll event names no customer code"));
+        }
+        let (buyer, user_id) = user_of(input)?;
+        let user = self.ordercloud.get_user(&buyer, &user_id).await?;
+        Ok(self.code_for_user(user.as_ref(), &user_id))
+    }
+
+    /// A user we created for a KashFlow customer names its code in xp;
+    /// any other user's code is derived from its id, as the order flow does.
+    fn code_for_user(&self, user: Option<&User>, user_id: &str) -> String {
+        user.and_then(|u| u.xp.as_ref())
+            .and_then(|xp| xp["KashFlowCustomerCode"].as_str())
+            .map_or_else(
+                || customer_code(&self.settings.customer_code_prefix, user_id),
+                str::to_owned,
+            )
+    }
+
+    fn lock_for(&self, code: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(code.to_owned()).or_default().clone()
+    }
+
+    fn unlock(&self, code: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Ours and the map's: nobody else waits; forget it.
+        if Arc::strong_count(&lock) <= 2 {
+            locks.remove(code);
+        }
+    }
+
+    /// Plan, write, then save the state (see [`CustomerSync::run_step`]).
+    /// Safe to repeat after a crash: the writes set values (creations go
+    /// through the ledger), and the state is saved only after them.
+    async fn sync(&self, ctx: &mut StepCtx<'_>) -> Result<Value, Failure> {
+        let mut plan = self.plan(ctx).await?;
+        if !plan.refused.is_empty() {
+            ctx.warnings.push(format!(
+                "customer {}: {} changed in {} but owned by the other system; reverted there",
+                plan.code,
+                plan.refused.join(", "),
+                origin_name(plan.origin)
+            ));
+        }
+        if plan.action != "sync" {
+            return Ok(json!({ "plan": encode(&plan)? }));
+        }
+        let to_kashflow = match plan.origin {
+            Origin::Ordercloud => !plan.changed.is_empty() || !plan.refused.is_empty(),
+            Origin::Kashflow => !plan.refused.is_empty(),
+        };
+        let kashflow = if to_kashflow {
+            self.write_kashflow(ctx, &plan).await?
+        } else {
+            json!({"skipped": "nothing to write to KashFlow"})
+        };
+        let to_ordercloud = match plan.origin {
+            Origin::Kashflow => !plan.changed.is_empty() || !plan.refused.is_empty(),
+            Origin::Ordercloud => !plan.refused.is_empty(),
+        };
+        let ordercloud = if !to_ordercloud {
+            json!({"skipped": "nothing to write to OrderCloud"})
+        } else if plan.state.user_id.is_empty() {
+            ctx.warnings.push(format!(
+                "KashFlow customer {} has no OrderCloud user and [flows.customer-sync] buyer_id is empty: not synced to OrderCloud",
+                plan.code
+            ));
+            json!({"skipped": "no OrderCloud user and no buyer_id to create one in"})
+        } else {
+            self.write_ordercloud(ctx, &plan).await?
+        };
+        let xconnect = match &self.xconnect {
+            None => json!({"skipped": "no xConnect connection"}),
+            Some(_) if plan.changed.is_empty() => {
+                json!({"skipped": "nothing to write to xConnect"})
+            }
+            Some(xconnect) => {
+                let (id, output) = self.write_xconnect(ctx, xconnect, &plan).await?;
+                plan.state.xconnect_id = id;
+                output
+            }
+        };
+        save_state(ctx, &plan.code, &plan.state).await?;
+        Ok(json!({
+            "plan": encode(&plan)?,
+            "kashflow": kashflow,
+            "ordercloud": ordercloud,
+            "xconnect": xconnect,
+        }))
+    }
     async fn write_kashflow(&self, ctx: &mut StepCtx<'_>, plan: &Plan) -> Result<Value, Failure> {
         let record = plan.state.last.clone().unwrap_or_default();
         let code = plan.code.clone();
@@ -736,9 +783,13 @@ impl CustomerSync {
         if let Some(existing) = self.kashflow.get_customer(&code).await? {
             // Only the fields this run is about: a concurrent change to
             // another field in KashFlow is kept (and synced by its own run).
-            let mut current = CustomerRecord::from_customer(&existing);
+            let before = CustomerRecord::from_customer(&existing);
+            let mut current = before.clone();
             for field in plan.fields_for(Origin::Kashflow) {
                 current.set(field, record.get(field));
+            }
+            if current == before {
+                return Ok(json!({"skipped": "KashFlow already holds these values"}));
             }
             let update = current.apply_to_customer(&existing);
             if ctx.mode == Mode::DryRun {
@@ -783,8 +834,13 @@ impl CustomerSync {
         let buyer = plan.state.buyer_id.clone();
         let user_id = plan.state.user_id.clone();
         let url = format!("{}/v1/buyers/{buyer}/users/{user_id}", self.ordercloud_url);
-        if self.ordercloud.get_user(&buyer, &user_id).await?.is_some() {
-            let patch = record.user_patch(plan.fields_for(Origin::Ordercloud));
+        if let Some(user) = self.ordercloud.get_user(&buyer, &user_id).await? {
+            let before = CustomerRecord::from_user(&user);
+            let fields = plan.fields_for(Origin::Ordercloud);
+            if fields.iter().all(|f| before.get(f) == record.get(f)) {
+                return Ok(json!({"skipped": "OrderCloud already holds these values"}));
+            }
+            let patch = record.user_patch(fields);
             if ctx.mode == Mode::DryRun {
                 ctx.plan("PATCH", &url, Some(patch));
             } else {
@@ -845,15 +901,9 @@ impl CustomerSync {
         &self,
         ctx: &mut StepCtx<'_>,
         xconnect: &XConnectClient,
-        plan: Plan,
-    ) -> Result<Value, Failure> {
-        // The latest synced record: a later run may have moved it on.
-        let latest = load_state(ctx, &plan.code).await?;
-        let record = latest
-            .last
-            .clone()
-            .or_else(|| plan.state.last.clone())
-            .unwrap_or_default();
+        plan: &Plan,
+    ) -> Result<(Option<String>, Value), Failure> {
+        let record = plan.state.last.clone().unwrap_or_default();
         let (source, identifier) = if plan.state.user_id.is_empty() {
             ("kashflow", plan.code.clone())
         } else {
@@ -864,9 +914,7 @@ impl CustomerSync {
             identifier: &identifier,
             first_name: &record.first_name,
             last_name: &record.last_name,
-            email: CustomerRecord::some(&record.email)
-                .as_deref()
-                .map(|_| record.email.as_str()),
+            email: (!record.email.is_empty()).then_some(record.email.as_str()),
         };
         if ctx.mode == Mode::DryRun {
             ctx.plan(
@@ -874,13 +922,12 @@ impl CustomerSync {
                 &format!("xconnect contact {source}/{identifier}"),
                 Some(encode(&record)?),
             );
-            return Ok(json!({"planned": identifier}));
+            return Ok((
+                plan.state.xconnect_id.clone(),
+                json!({"planned": identifier}),
+            ));
         }
-        let (id, how) = match latest
-            .xconnect_id
-            .as_ref()
-            .or(plan.state.xconnect_id.as_ref())
-        {
+        let (id, how) = match &plan.state.xconnect_id {
             Some(id) => match xconnect.update_contact(id, contact).await {
                 Ok(()) => (id.clone(), "updated"),
                 Err(f) if f.class == ErrorClass::NotFound => {
@@ -898,13 +945,8 @@ impl CustomerSync {
                 (id, "linked")
             }
         };
-        if latest.xconnect_id.as_deref() != Some(id.as_str()) {
-            let mut state = load_state(ctx, &plan.code).await?;
-            state.xconnect_id = Some(id.clone());
-            save_state(ctx, &plan.code, &state).await?;
-        }
         metrics::counter!("ledgerbridge_customer_sync_writes_total", "target" => "xconnect", "how" => how).increment(1);
-        Ok(json!({"contact": id, "how": how}))
+        Ok((Some(id.clone()), json!({"contact": id, "how": how})))
     }
 }
 
