@@ -34,6 +34,8 @@ pub struct Config {
     pub flows: FlowsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[reconcile]`: the daily reconciliation.
+    pub reconcile: ledgerbridge_reconcile::ReconcileConfig,
 }
 
 /// `[database]`

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ledgerbridge_connectors::gateway::{CreatedRange, GatewayClient, PaymentIntent, Refund};
-use ledgerbridge_connectors::kashflow::{Invoice, InvoiceFilter, KashFlowClient};
+use ledgerbridge_connectors::kashflow::{parse_date, Invoice, InvoiceFilter, KashFlowClient};
 use ledgerbridge_connectors::ordercloud::{Direction, ListOptions, Order, OrderCloudClient};
 use ledgerbridge_core::Failure;
 use ledgerbridge_store::{IntentState, Store, StoreError};
@@ -201,9 +201,12 @@ impl Reconciler {
     }
 
     async fn fetch_invoices(&self, period: Period) -> Result<Vec<InvoiceRecord>, ReconcileError> {
+        // `issuedateto` may be read as midnight at the start of that day:
+        // ask for a day more and keep the period's days here (the rest
+        // still serve to match orders).
         let filter = InvoiceFilter {
             issued_from: Some(period.from),
-            issued_to: Some(period.to),
+            issued_to: period.to.succ_opt(),
             ..InvoiceFilter::default()
         };
         let invoices = self
@@ -213,7 +216,15 @@ impl Reconciler {
             .map_err(fetch_error("KashFlow invoices"))?;
         Ok(invoices
             .into_iter()
-            .filter_map(|i| self.invoice_record(i, true))
+            .filter_map(|i| {
+                let day = i
+                    .issued_date
+                    .as_deref()
+                    .and_then(parse_date)
+                    .map(|at| at.date());
+                let in_period = day.is_none_or(|d| d >= period.from && d <= period.to);
+                self.invoice_record(i, in_period)
+            })
             .collect())
     }
 

@@ -36,6 +36,10 @@ pub enum BenchCommand {
     /// OrderCloud order of N lines → KashFlow customer and invoice bodies,
     /// on one thread, no I/O.
     Mapping(crate::commands::bench_mapping::MappingArgs),
+    /// Reconciliation of a period against the sandbox seeded in-process
+    /// with N orders, their invoices and payments and known differences:
+    /// fetch, match and total time over real HTTP.
+    Reconcile(crate::commands::bench_reconcile::ReconcileBenchArgs),
 }
 
 /// Flags of `bench ingest`.
@@ -91,6 +95,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Orders(args) => crate::commands::bench_orders::run(config, args).await,
         BenchCommand::Mapping(args) => crate::commands::bench_mapping::run(args),
+        BenchCommand::Reconcile(args) => crate::commands::bench_reconcile::run(args).await,
     }
 }
 
@@ -206,6 +211,7 @@ async fn ingest(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<()> {
         wake: Arc::new(tokio::sync::Notify::new()),
         sources: Arc::new(sources),
         metrics: None,
+        reconciler: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -3,9 +3,11 @@
 pub mod bench;
 pub mod bench_mapping;
 pub mod bench_orders;
+pub mod bench_reconcile;
 pub mod config_cmd;
 pub mod demo;
 pub mod flows;
+pub mod reconcile;
 pub mod run;
 pub mod runs;
 pub mod sandbox;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use ledgerbridge_engine::{Engine, EngineHandle, FlowRegistry};
+use ledgerbridge_reconcile::{schedule, Reconcile};
 use ledgerbridge_server::AppState;
 use ledgerbridge_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -45,6 +46,8 @@ pub struct App {
     engine: EngineHandle,
     server: JoinHandle<std::io::Result<()>>,
     stop_server: oneshot::Sender<()>,
+    /// The daily reconciliation, when `[reconcile] daily_at` is set.
+    daily: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
 }
 
 impl App {
@@ -74,12 +77,17 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let reconciler: Option<Arc<dyn Reconcile>> =
+            connections::build_reconciler(config, store.clone())?
+                .map(|r| Arc::new(r) as Arc<dyn Reconcile>);
+        let daily = start_daily_reconciliation(config, reconciler.clone(), store.clone())?;
         let state = AppState {
             store: store.clone(),
             flows,
             wake,
             sources: Arc::new(config.sources.clone()),
             metrics,
+            reconciler,
         };
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server_config = config.server.clone();
@@ -96,11 +104,16 @@ impl App {
             engine,
             server,
             stop_server,
+            daily,
         })
     }
 
     /// Stops taking webhooks, then stops the engine gracefully.
     pub async fn stop(self) {
+        if let Some((task, stop)) = self.daily {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         let _ = self.stop_server.send(());
         match self.server.await {
             Ok(Ok(())) => {}
@@ -109,6 +122,41 @@ impl App {
         }
         self.engine.shutdown().await;
     }
+}
+
+/// Starts the daily reconciliation when `[reconcile] daily_at` is set.
+fn start_daily_reconciliation(
+    config: &Config,
+    reconciler: Option<Arc<dyn Reconcile>>,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Option<(JoinHandle<()>, oneshot::Sender<()>)>> {
+    let Some(at) = config.reconcile.daily_time().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let Some(reconciler) = reconciler else {
+        anyhow::bail!(
+            "[reconcile] daily_at is set but reconciliation needs [connections.kashflow] and [connections.ordercloud]"
+        );
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(schedule::run_daily(
+        reconciler,
+        store,
+        alerts(),
+        at,
+        config.reconcile.lookback_days,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Some((task, stop)))
+}
+
+/// Where the daily reconciliation's alerts go: the log for now. The
+/// engine's alerting (`ledgerbridge_engine::alerts`: log, metric, webhook,
+/// audit) is being added on main; once merged, an adapter to it goes here.
+fn alerts() -> Arc<dyn schedule::AlertSink> {
+    Arc::new(schedule::LogAlerts)
 }
 
 /// Installs the Prometheus recorder once per process.
