@@ -47,7 +47,7 @@ async fn report(
     let period = Period::parse(from, to).map_err(ApiError::BadRequest)?;
     let format = match query.format.as_deref().map(Format::parse) {
         None => Format::Json,
-        Some(Ok(Format::Table)) | Some(Err(_)) => {
+        Some(Ok(Format::Table) | Err(_)) => {
             return Err(ApiError::BadRequest(
                 "format must be json or csv".to_owned(),
             ))
