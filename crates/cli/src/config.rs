@@ -36,6 +36,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[reconcile]`: the daily reconciliation.
+    pub reconcile: ledgerbridge_reconcile::ReconcileConfig,
 }
 
 /// `[database]`

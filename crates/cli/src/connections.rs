@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use ledgerbridge_connectors::gateway::{GatewayClient, GatewayConfig};
 use ledgerbridge_connectors::kashflow::{KashFlowClient, KashFlowConfig};
-use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
+use ledgerbridge_connectors::ordercloud::{Direction, OrderCloudClient, OrderCloudConfig};
 use ledgerbridge_connectors::xconnect::{XConnectClient, XConnectConfig};
 use ledgerbridge_engine::flows::customer_sync::{
     CustomerSync, CustomerSyncSettings, KashFlowCustomerPoll,
@@ -19,6 +20,8 @@ use ledgerbridge_engine::flows::order_to_invoice::{OrderToInvoice, OrderToInvoic
 use ledgerbridge_engine::flows::payments::{PaymentSettings, PaymentToInvoice};
 use ledgerbridge_engine::{Alerts, FlowRegistry, PollSource};
 use ledgerbridge_mapping::registry::{Registry, RegistryError};
+use ledgerbridge_reconcile::Reconciler;
+use ledgerbridge_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -33,6 +36,8 @@ pub struct ConnectionsConfig {
     pub ordercloud: Option<OrderCloudConfig>,
     /// `[connections.xconnect]`
     pub xconnect: Option<XConnectConfig>,
+    /// `[connections.gateway]`: the payment gateway, read by reconciliation.
+    pub gateway: Option<GatewayConfig>,
 }
 
 /// `[flows.*]`: which pre-built flows run, and their settings.
@@ -72,6 +77,8 @@ impl Default for FlowsConfig {
 pub const KASHFLOW_CONNECTION: &str = "kashflow";
 /// The name of the OrderCloud connection.
 pub const ORDERCLOUD_CONNECTION: &str = "ordercloud";
+/// The name of the gateway connection.
+pub const GATEWAY_CONNECTION: &str = "gateway";
 /// The name of the xConnect connection.
 pub const XCONNECT_CONNECTION: &str = "xconnect";
 
@@ -175,6 +182,43 @@ pub fn build(config: &Config, alerts: &Alerts) -> anyhow::Result<Built> {
         )));
     }
     Ok(Built { flows, pollers })
+}
+
+/// The reconciler over the configured connections: `None` without both
+/// KashFlow and OrderCloud; gateway payments are checked when
+/// `[connections.gateway]` is configured.
+pub fn build_reconciler(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Option<Reconciler>> {
+    let connections = &config.connections;
+    let (Some(kf), Some(oc)) = (&connections.kashflow, &connections.ordercloud) else {
+        return Ok(None);
+    };
+    let settings = &config.flows.order_to_invoice;
+    let direction = match settings.direction.to_ascii_lowercase().as_str() {
+        "outgoing" => Direction::Outgoing,
+        "all" => Direction::All,
+        _ => Direction::Incoming,
+    };
+    let kashflow =
+        KashFlowClient::new(KASHFLOW_CONNECTION, kf.clone()).context("[connections.kashflow]")?;
+    let ordercloud = OrderCloudClient::new(ORDERCLOUD_CONNECTION, oc.clone())
+        .context("[connections.ordercloud]")?;
+    let mut reconciler = Reconciler::new(
+        ordercloud,
+        direction,
+        kashflow,
+        KASHFLOW_CONNECTION,
+        store,
+        &settings.home_currency,
+    );
+    if let Some(gw) = &connections.gateway {
+        let gateway =
+            GatewayClient::new(GATEWAY_CONNECTION, gw.clone()).context("[connections.gateway]")?;
+        reconciler = reconciler.with_gateway(gateway);
+    }
+    Ok(Some(reconciler))
 }
 
 /// Loads (and registers the version of) the invoice mapping flow file.

@@ -42,6 +42,9 @@ enum Command {
     /// Inspect runs and work the dead-letter queue.
     #[command(subcommand)]
     Runs(commands::runs::RunsCommand),
+    /// Compare a period's orders, invoices and payments; list every
+    /// difference with a suggested fix (exit 0: none, 1: some, 2: error).
+    Reconcile(commands::reconcile::ReconcileArgs),
     /// Benchmarks that print numbers.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -85,8 +88,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Command::Reconcile(args) = cli.command {
+        return runtime.block_on(commands::reconcile::run(config, args));
+    }
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Reconcile(_) => Ok(()),
             Command::Run(args) => commands::run::run(config, args).await,
             Command::Sandbox(args) => commands::sandbox::run(args).await,
             Command::Demo(args) => commands::demo::run(config, args).await,

@@ -1,5 +1,5 @@
 //! Typed clients for the systems Ledgerbridge talks to (KashFlow REST v2,
-//! Sitecore OrderCloud v1, xConnect) over one delivery stack.
+//! Sitecore OrderCloud v1, xConnect, the payment gateway) over one delivery stack.
 //!
 //! Every operation returns `Result<T, Failure>`: connectors classify
 //! failures ([`delivery::classify`]) and leave durable retries to the
@@ -15,11 +15,13 @@
 //! | [`kashflow`] | KashFlow REST v2: customers, invoices, payments, reference data |
 //! | [`ordercloud`] | OrderCloud v1: orders, line items, users, products, webhooks |
 //! | [`xconnect`] | xConnect: contacts by identifier |
+//! | [`gateway`] | a Stripe-style payment gateway: payment intents and refunds (read) |
 //! | [`delivery`] | limiter and failure classification shared by all |
 
 mod auth;
 pub mod delivery;
 pub mod error;
+pub mod gateway;
 pub mod kashflow;
 pub mod ordercloud;
 mod serde_util;

@@ -8,13 +8,18 @@
 //! | Route | Meaning |
 //! |---|---|
 //! | `POST /v1/payment_intents` | charge at once (`status: succeeded`); event `payment_intent.succeeded` |
-//! | `GET /v1/payment_intents[/{id}]` | list / one |
+//! | `GET /v1/payment_intents[/{id}]` | list (paged) / one |
 //! | `POST /v1/refunds` | `payment_intent` or `charge`, optional `amount`; event `charge.refunded` |
-//! | `GET /v1/refunds[/{id}]` | list / one |
+//! | `GET /v1/refunds[/{id}]` | list (paged) / one |
 //! | `POST /v1/payouts` | `amount` (gross), optional `fee`; event `payout.paid` |
-//! | `GET /v1/payouts[/{id}]` | list / one |
+//! | `GET /v1/payouts[/{id}]` | list (paged) / one |
 //! | `GET /v1/events` | every event emitted |
 //! | `POST /v1/webhook_endpoints` | add an endpoint `{"url": ...}` at runtime |
+//!
+//! Lists page as Stripe's do: newest first, `limit` (1–100, default 10),
+//! `starting_after` / `ending_before` (an object id), `created` or
+//! `created[gt|gte|lt|lte]` (unix seconds); `has_more` says whether more
+//! objects follow.
 //!
 //! Requests need `Authorization: Bearer <api_key>` when `api_key` is set.
 //! `Idempotency-Key` replays the first response for a repeated key.
@@ -23,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -153,13 +158,154 @@ pub struct Gateway {
 
 #[derive(Debug, Default)]
 struct Ledger {
-    payment_intents: BTreeMap<String, Value>,
+    payment_intents: Objects,
     charges: BTreeMap<String, Value>,
-    refunds: BTreeMap<String, Value>,
-    payouts: BTreeMap<String, Value>,
+    refunds: Objects,
+    payouts: Objects,
     events: Vec<Value>,
     endpoints: Vec<String>,
     idempotency: HashMap<String, (u16, Value)>,
+}
+
+/// Objects of one kind in creation order, with an index by id, so that
+/// lists page newest first from any object in O(page).
+#[derive(Debug, Default)]
+struct Objects {
+    items: Vec<Value>,
+    index: HashMap<String, usize>,
+}
+
+impl Objects {
+    fn get(&self, id: &str) -> Option<&Value> {
+        self.index.get(id).map(|&i| &self.items[i])
+    }
+
+    /// Adds an object (or replaces the one with the same id).
+    fn insert(&mut self, id: String, object: Value) {
+        match self.index.get(&id) {
+            Some(&i) => self.items[i] = object,
+            None => {
+                self.index.insert(id, self.items.len());
+                self.items.push(object);
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Value> {
+        self.items.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// Paging and `created` filters of a list request.
+#[derive(Debug, Clone, Default)]
+struct ListParams {
+    limit: usize,
+    starting_after: Option<String>,
+    ending_before: Option<String>,
+    created_min: Option<i64>,
+    created_max: Option<i64>,
+}
+
+impl ListParams {
+    fn parse(raw: Option<&str>) -> Result<ListParams, GwError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default())
+            .map_err(|_| GwError::invalid("parameter_invalid", None, "Malformed query string."))?;
+        let mut params = ListParams {
+            limit: 10,
+            ..ListParams::default()
+        };
+        let int = |name: &'static str, value: &str| {
+            value.trim().parse::<i64>().map_err(|_| {
+                GwError::invalid(
+                    "parameter_invalid_integer",
+                    Some(name),
+                    format!("Invalid integer: {value}"),
+                )
+            })
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "limit" => {
+                    let limit = int("limit", &value)?;
+                    if !(1..=100).contains(&limit) {
+                        return Err(GwError::invalid(
+                            "parameter_invalid_integer",
+                            Some("limit"),
+                            "This value must be greater than or equal to 1 and less than or equal to 100.",
+                        ));
+                    }
+                    params.limit = usize::try_from(limit).unwrap_or(10);
+                }
+                "starting_after" => params.starting_after = Some(value),
+                "ending_before" => params.ending_before = Some(value),
+                "created" => {
+                    let at = int("created", &value)?;
+                    params.created_min = Some(at);
+                    params.created_max = Some(at);
+                }
+                "created[gte]" => params.created_min = Some(int("created", &value)?),
+                "created[gt]" => params.created_min = Some(int("created", &value)? + 1),
+                "created[lte]" => params.created_max = Some(int("created", &value)?),
+                "created[lt]" => params.created_max = Some(int("created", &value)? - 1),
+                _ => {}
+            }
+        }
+        Ok(params)
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        let created = object["created"].as_i64().unwrap_or(0);
+        self.created_min.is_none_or(|min| created >= min)
+            && self.created_max.is_none_or(|max| created <= max)
+    }
+
+    /// One page of `objects`, newest first, as a list object.
+    fn page(&self, objects: &Objects, url: &str) -> Result<Value, GwError> {
+        let position = |id: &str| {
+            objects
+                .index
+                .get(id)
+                .copied()
+                .ok_or_else(|| GwError::missing(id))
+        };
+        let mut data = Vec::with_capacity(self.limit);
+        let mut has_more = false;
+        if let Some(before) = &self.ending_before {
+            // Newer than `before`, the ones closest to it.
+            let start = position(before)? + 1;
+            for object in objects.items[start.min(objects.len())..].iter() {
+                if !self.matches(object) {
+                    continue;
+                }
+                if data.len() == self.limit {
+                    has_more = true;
+                    break;
+                }
+                data.push(object.clone());
+            }
+            data.reverse();
+        } else {
+            let end = match &self.starting_after {
+                Some(after) => position(after)?,
+                None => objects.len(),
+            };
+            for object in objects.items[..end].iter().rev() {
+                if !self.matches(object) {
+                    continue;
+                }
+                if data.len() == self.limit {
+                    has_more = true;
+                    break;
+                }
+                data.push(object.clone());
+            }
+        }
+        Ok(json!({ "object": "list", "url": url, "has_more": has_more, "data": data }))
+    }
 }
 
 fn object_id(prefix: &str) -> String {
@@ -389,6 +535,59 @@ impl Gateway {
     /// Every webhook delivery so far (oldest first), with attempts.
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         self.deliverer.records()
+    }
+
+    /// Puts a succeeded payment intent for `order_id` (and its charge)
+    /// straight into the state, as of unix time `created`, without an
+    /// event: for seeding large data sets in-process. Returns its id.
+    pub fn seed_payment_intent(
+        &self,
+        order_id: &str,
+        amount: i64,
+        currency: &str,
+        created: i64,
+    ) -> String {
+        let intent_id = object_id("pi");
+        let charge_id = object_id("ch");
+        let currency = currency.to_ascii_lowercase();
+        let metadata = json!({ "order_id": order_id });
+        let charge = json!({
+            "id": charge_id, "object": "charge", "amount": amount, "amount_captured": amount,
+            "amount_refunded": 0, "refunded": false, "captured": true, "paid": true, "status": "succeeded",
+            "currency": currency, "payment_intent": intent_id, "metadata": metadata, "created": created,
+            "description": format!("Order {order_id}"), "refunds": { "object": "list", "data": [], "has_more": false },
+        });
+        let intent = json!({
+            "id": intent_id, "object": "payment_intent", "amount": amount, "amount_received": amount,
+            "currency": currency, "status": "succeeded", "latest_charge": charge_id, "metadata": metadata,
+            "created": created, "description": format!("Order {order_id}"), "livemode": false,
+            "payment_method": "pm_card_visa",
+        });
+        let mut ledger = self.ledger();
+        ledger.charges.insert(charge_id, charge);
+        ledger.payment_intents.insert(intent_id.clone(), intent);
+        intent_id
+    }
+
+    /// Puts a succeeded refund of `amount` of a seeded payment intent into
+    /// the state, without an event. `None` if the intent is unknown.
+    pub fn seed_refund(&self, payment_intent: &str, amount: i64, created: i64) -> Option<String> {
+        let mut ledger = self.ledger();
+        let intent = ledger.payment_intents.get(payment_intent)?.clone();
+        let charge_id = intent["latest_charge"].as_str()?.to_owned();
+        let refund_id = object_id("re");
+        let refund = json!({
+            "id": refund_id, "object": "refund", "amount": amount, "charge": charge_id,
+            "payment_intent": payment_intent, "currency": intent["currency"], "status": "succeeded",
+            "reason": null, "metadata": {}, "created": created,
+        });
+        if let Some(charge) = ledger.charges.get_mut(&charge_id) {
+            let refunded = charge["amount_refunded"].as_i64().unwrap_or(0) + amount;
+            charge["amount_refunded"] = json!(refunded);
+            charge["refunded"] = json!(refunded >= charge["amount"].as_i64().unwrap_or(0));
+        }
+        ledger.refunds.insert(refund_id.clone(), refund);
+        Some(refund_id)
     }
 
     /// Records an event and sends it to every endpoint.
@@ -630,25 +829,31 @@ fn list(items: Vec<Value>, url: &str) -> Json<Value> {
     Json(json!({ "object": "list", "url": url, "has_more": false, "data": items }))
 }
 
-async fn list_payment_intents(State(gw): State<Arc<Gateway>>) -> Json<Value> {
-    list(
-        gw.ledger().payment_intents.values().cloned().collect(),
+async fn list_payment_intents(
+    State(gw): State<Arc<Gateway>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, GwError> {
+    let params = ListParams::parse(raw.as_deref())?;
+    Ok(Json(params.page(
+        &gw.ledger().payment_intents,
         "/v1/payment_intents",
-    )
+    )?))
 }
 
-async fn list_refunds(State(gw): State<Arc<Gateway>>) -> Json<Value> {
-    list(
-        gw.ledger().refunds.values().cloned().collect(),
-        "/v1/refunds",
-    )
+async fn list_refunds(
+    State(gw): State<Arc<Gateway>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, GwError> {
+    let params = ListParams::parse(raw.as_deref())?;
+    Ok(Json(params.page(&gw.ledger().refunds, "/v1/refunds")?))
 }
 
-async fn list_payouts(State(gw): State<Arc<Gateway>>) -> Json<Value> {
-    list(
-        gw.ledger().payouts.values().cloned().collect(),
-        "/v1/payouts",
-    )
+async fn list_payouts(
+    State(gw): State<Arc<Gateway>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, GwError> {
+    let params = ListParams::parse(raw.as_deref())?;
+    Ok(Json(params.page(&gw.ledger().payouts, "/v1/payouts")?))
 }
 
 async fn list_events(State(gw): State<Arc<Gateway>>) -> Json<Value> {
@@ -694,7 +899,7 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, GwError>
         .map_err(|_| GwError::missing("<not UTF-8>"))
 }
 
-fn find(map: &BTreeMap<String, Value>, id: &str) -> Result<Json<Value>, GwError> {
+fn find(map: &Objects, id: &str) -> Result<Json<Value>, GwError> {
     map.get(id)
         .map(|v| Json(v.clone()))
         .ok_or_else(|| GwError::missing(id))

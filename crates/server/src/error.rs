@@ -33,6 +33,12 @@ pub enum ApiError {
     /// The body did not arrive in time.
     #[error("{0}")]
     RequestTimeout(String),
+    /// A feature needs configuration that is missing; the text says which.
+    #[error("{0}")]
+    NotConfigured(String),
+    /// A system we read from failed; the text names it.
+    #[error("{0}")]
+    Upstream(String),
     /// The store cannot take writes now; the sender should retry.
     #[error("store unavailable")]
     Unavailable,
@@ -68,6 +74,8 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -1,5 +1,5 @@
 //! The HTTP face of the engine: webhook inbox, the runs API (the
-//! dead-letter queue), health and metrics. Routes live by resource under
+//! dead-letter queue), reconciliation reports, health and metrics. Routes live by resource under
 //! [`api`]; every error becomes an HTTP status in exactly one place
 //! ([`error::ApiError`]).
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use ledgerbridge_engine::FlowRegistry;
+use ledgerbridge_reconcile::Reconcile;
 use ledgerbridge_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
@@ -32,6 +33,9 @@ pub struct AppState {
     pub sources: Arc<SourcesConfig>,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Reconciles a period (`/api/reconcile`); `None` when the KashFlow
+    /// and OrderCloud connections are not configured.
+    pub reconciler: Option<Arc<dyn Reconcile>>,
 }
 
 /// The whole application router.
@@ -43,6 +47,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
             std::time::Duration::from_secs(config.body_timeout_secs.max(1)),
         ))
         .merge(api::runs::router())
+        .merge(api::reconcile::router())
         .fallback(api::not_found)
         .with_state(state)
 }

@@ -82,6 +82,7 @@ async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> Inbox {
         wake: Arc::new(tokio::sync::Notify::new()),
         sources: Arc::new(sources),
         metrics: None,
+        reconciler: None,
     };
     let config = ServerConfig {
         listen: "127.0.0.1:0".to_owned(),

@@ -42,6 +42,10 @@ pub enum BenchCommand {
     /// One poll cycle of KashFlow product stock over HTTP (no engine): time
     /// and requests for N products of which M changed.
     Stock(crate::commands::bench_stock::StockArgs),
+    /// Reconciliation of a period against the sandbox seeded in-process
+    /// with N orders, their invoices and payments and known differences:
+    /// fetch, match and total time over real HTTP.
+    Reconcile(crate::commands::bench_reconcile::ReconcileBenchArgs),
 }
 
 /// Flags of `bench ingest`.
@@ -99,6 +103,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Mapping(args) => crate::commands::bench_mapping::run(args),
         BenchCommand::Poll(args) => crate::commands::bench_poll::run(config, args).await,
         BenchCommand::Stock(args) => crate::commands::bench_stock::run(args).await,
+        BenchCommand::Reconcile(args) => crate::commands::bench_reconcile::run(args).await,
     }
 }
 
@@ -216,6 +221,7 @@ async fn ingest(store: Arc<dyn Store>, args: IngestArgs) -> anyhow::Result<()> {
         wake: Arc::new(tokio::sync::Notify::new()),
         sources: Arc::new(sources),
         metrics: None,
+        reconciler: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use ledgerbridge_engine::{Alerts, Engine, EngineHandle, FlowRegistry, PollSource, Pollers};
+use ledgerbridge_reconcile::{schedule, Reconcile};
 use ledgerbridge_server::AppState;
 use ledgerbridge_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -46,6 +47,8 @@ pub struct App {
     pollers: Pollers,
     server: JoinHandle<std::io::Result<()>>,
     stop_server: oneshot::Sender<()>,
+    /// The daily reconciliation, when `[reconcile] daily_at` is set.
+    daily: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
 }
 
 impl App {
@@ -78,19 +81,24 @@ impl App {
             store.clone(),
             flows.clone(),
             wake.clone(),
-            alerts,
+            alerts.clone(),
             poll_sources,
         );
         let listener = tokio::net::TcpListener::bind(&config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let reconciler: Option<Arc<dyn Reconcile>> =
+            connections::build_reconciler(config, store.clone())?
+                .map(|r| Arc::new(r) as Arc<dyn Reconcile>);
+        let daily = start_daily_reconciliation(config, reconciler.clone(), store.clone(), alerts)?;
         let state = AppState {
             store: store.clone(),
             flows,
             wake,
             sources: Arc::new(config.sources.clone()),
             metrics,
+            reconciler,
         };
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server_config = config.server.clone();
@@ -108,11 +116,16 @@ impl App {
             pollers,
             server,
             stop_server,
+            daily,
         })
     }
 
     /// Stops taking webhooks and polling, then stops the engine gracefully.
     pub async fn stop(self) {
+        if let Some((task, stop)) = self.daily {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         let _ = self.stop_server.send(());
         self.pollers.stop().await;
         match self.server.await {
@@ -121,6 +134,49 @@ impl App {
             Err(err) => tracing::warn!(error = %err, "server task failed"),
         }
         self.engine.shutdown().await;
+    }
+}
+
+/// Starts the daily reconciliation when `[reconcile] daily_at` is set.
+fn start_daily_reconciliation(
+    config: &Config,
+    reconciler: Option<Arc<dyn Reconcile>>,
+    store: Arc<dyn Store>,
+    alerts: Alerts,
+) -> anyhow::Result<Option<(JoinHandle<()>, oneshot::Sender<()>)>> {
+    let Some(at) = config.reconcile.daily_time().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let Some(reconciler) = reconciler else {
+        anyhow::bail!(
+            "[reconcile] daily_at is set but reconciliation needs [connections.kashflow] and [connections.ordercloud]"
+        );
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(schedule::run_daily(
+        reconciler,
+        store,
+        Arc::new(EngineAlerts(alerts)),
+        at,
+        config.reconcile.lookback_days,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Some((task, stop)))
+}
+
+/// The daily reconciliation's alerts through the engine's alerting (log,
+/// metric, audit trail, `[alerts] webhook_url`).
+struct EngineAlerts(Alerts);
+
+#[async_trait::async_trait]
+impl schedule::AlertSink for EngineAlerts {
+    async fn raise(&self, kind: &str, summary: &str, detail: serde_json::Value) {
+        let key = detail["period"].as_str().unwrap_or_default().to_owned();
+        self.0
+            .raise(ledgerbridge_engine::Alert::new(kind, key, summary, detail))
+            .await;
     }
 }
 

@@ -179,6 +179,7 @@ pub async fn run(config: Config, cmd: RunsCommand) -> anyhow::Result<()> {
                 wake: Arc::new(tokio::sync::Notify::new()),
                 sources: Arc::new(config.sources.clone()),
                 metrics: None,
+                reconciler: None,
             };
             let mut failed = 0;
             for id in ids {

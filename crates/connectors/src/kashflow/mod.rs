@@ -241,6 +241,59 @@ impl KashFlowClient {
         self.list_all(url).await
     }
 
+    /// [`KashFlowClient::list_invoices`] with up to `concurrency` pages in
+    /// flight: the first page says how many records there are, the rest
+    /// are asked for by page number side by side and joined in page order.
+    pub async fn list_invoices_concurrently(
+        &self,
+        filter: &InvoiceFilter,
+        concurrency: usize,
+    ) -> Result<Vec<Invoice>, Failure> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let query = filter.query();
+        let pairs: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let url = with_query(&self.url(&["invoices"]), &pairs);
+        let page_url = |page: usize| {
+            with_query(
+                &url,
+                &[
+                    ("page", page.to_string()),
+                    ("perpage", PAGE_SIZE.to_string()),
+                ],
+            )
+        };
+        let first: Page<Invoice> = self
+            .call(Method::GET, page_url(1), Body::Empty)
+            .await?
+            .json(NAME)?;
+        let total = first
+            .meta
+            .as_ref()
+            .and_then(|m| m.total_records)
+            .unwrap_or(0);
+        let pages = usize::try_from(total)
+            .unwrap_or(usize::MAX)
+            .div_ceil(PAGE_SIZE)
+            .clamp(1, MAX_PAGES);
+        let mut invoices = first.data;
+        if pages == 1 || invoices.is_empty() {
+            return Ok(invoices);
+        }
+        let rest: Vec<Vec<Invoice>> = stream::iter(2..=pages)
+            .map(|page| async move {
+                let page: Page<Invoice> = self
+                    .call(Method::GET, page_url(page), Body::Empty)
+                    .await?
+                    .json(NAME)?;
+                Ok::<_, Failure>(page.data)
+            })
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        invoices.extend(rest.into_iter().flatten());
+        Ok(invoices)
+    }
+
     /// `PUT /invoices/{number}`: the fields set replace KashFlow's;
     /// `LineItems` replaces all lines and `PaymentLines` all payments.
     pub async fn update_invoice(&self, number: i64, invoice: &Invoice) -> Result<Invoice, Failure> {

@@ -127,6 +127,31 @@ impl KashFlow {
         *self.sessions() = sessions::Sessions::default();
     }
 
+    /// Creates customers and invoices straight in the state, each body
+    /// exactly as `POST /customers` and `POST /invoices` take it (invoices
+    /// may carry `PaymentLines`): for seeding large data sets in-process.
+    /// Returns the invoice numbers; stops at the first refused body.
+    pub fn seed(
+        &self,
+        customers: &[serde_json::Value],
+        invoices: &[serde_json::Value],
+    ) -> Result<Vec<i64>, KfError> {
+        let now = chrono::Utc::now().naive_utc();
+        let mut data = self.write();
+        for customer in customers {
+            let input: model::CustomerInput =
+                input::from_value(input::normalize_keys(customer.clone()))?;
+            data.create_customer(input, now)?;
+        }
+        let mut numbers = Vec::with_capacity(invoices.len());
+        for invoice in invoices {
+            let input: model::InvoiceInput =
+                input::from_value(input::normalize_keys(invoice.clone()))?;
+            numbers.push(data.create_invoice(input, now)?);
+        }
+        Ok(numbers)
+    }
+
     /// Expires every session (and pending login); returns how many sessions ended.
     pub fn expire_sessions(&self) -> usize {
         self.sessions().expire_all()

@@ -124,8 +124,16 @@ impl ListQuery {
     /// Applies filters, search, sort and paging to `items`; `default_search`
     /// lists the fields searched when `searchOn` is absent.
     pub fn apply(&self, items: Vec<Value>, default_search: &[&str]) -> Value {
-        let mut kept: Vec<Value> = items
-            .into_iter()
+        self.apply_refs(items.iter(), default_search)
+    }
+
+    /// [`ListQuery::apply`] over borrowed items: only the page is copied.
+    pub fn apply_refs<'a>(
+        &self,
+        items: impl Iterator<Item = &'a Value>,
+        default_search: &[&str],
+    ) -> Value {
+        let mut kept: Vec<&Value> = items
             .filter(|item| self.matches_filters(item) && self.matches_search(item, default_search))
             .collect();
         if !self.sort.is_empty() {
@@ -140,7 +148,7 @@ impl ListQuery {
                 Ordering::Equal
             });
         }
-        page_envelope(kept, self.page, self.page_size)
+        page_envelope_refs(&kept, self.page, self.page_size)
     }
 
     /// True when `item` passes every filter.
@@ -215,6 +223,12 @@ fn parse_positive(name: &str, value: &str, max: u64) -> Result<u64, OcError> {
 
 /// Builds `{Meta, Items}` for one page of `items`.
 pub fn page_envelope(items: Vec<Value>, page: u64, page_size: u64) -> Value {
+    let refs: Vec<&Value> = items.iter().collect();
+    page_envelope_refs(&refs, page, page_size)
+}
+
+/// [`page_envelope`] over borrowed items: only the page is copied.
+pub fn page_envelope_refs(items: &[&Value], page: u64, page_size: u64) -> Value {
     let total = items.len() as u64;
     if total == 0 {
         return json!({
@@ -225,9 +239,10 @@ pub fn page_envelope(items: Vec<Value>, page: u64, page_size: u64) -> Value {
     let total_pages = total.div_ceil(page_size);
     let start = (page - 1).saturating_mul(page_size);
     let page_items: Vec<Value> = items
-        .into_iter()
+        .iter()
         .skip(usize::try_from(start).unwrap_or(usize::MAX))
         .take(usize::try_from(page_size).unwrap_or(usize::MAX))
+        .map(|item| (*item).clone())
         .collect();
     let range = if page_items.is_empty() {
         json!([0, 0])

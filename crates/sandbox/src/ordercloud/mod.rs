@@ -288,6 +288,19 @@ impl OrderCloud {
         self.deliverer.reset(&self.config.webhook_faults);
     }
 
+    /// Puts orders straight into the state, each as the API returns it
+    /// (`ID`, `Status`, `IsSubmitted`, `DateSubmitted`, `Total`, …): for
+    /// seeding large data sets in-process. An order with an existing ID
+    /// replaces it; no webhook is sent.
+    pub fn seed_orders(&self, orders: Vec<Value>) {
+        let mut store = self.store();
+        for order in orders {
+            if let Some(id) = order["ID"].as_str().map(str::to_owned) {
+                store.orders.insert(id, order);
+            }
+        }
+    }
+
     /// Replaces the webhook delivery fault modes at runtime.
     pub fn set_webhook_faults(&self, faults: WebhookFaults) {
         self.deliverer.set_faults(faults);

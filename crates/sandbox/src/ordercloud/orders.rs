@@ -162,9 +162,9 @@ pub(crate) async fn list_orders(
             .filters
             .push(("DateCreated".to_owned(), format!("!>{to}")));
     }
-    let items: Vec<Value> = oc.store().orders.values().cloned().collect();
-    Ok(Json(query.apply(
-        items,
+    let store = oc.store();
+    Ok(Json(query.apply_refs(
+        store.orders.values(),
         &[
             "ID",
             "Comments",

@@ -1,6 +1,7 @@
 //! Routes, by resource. Each module returns a `Router<AppState>`.
 
 pub mod health;
+pub mod reconcile;
 pub mod runs;
 pub mod webhooks;
 
