@@ -394,6 +394,7 @@ pub const NAMES: &[&str] = &[
     "date_of",
     "upcase",
     "downcase",
+    "strip_prefix",
     "to_string",
     "length",
     "push",
@@ -779,6 +780,25 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| Ok(Value::from(text(a[0], "value")?.to_lowercase())),
+    ));
+    fns.push(native(
+        "strip_prefix",
+        "The text without `prefix` when it starts with it (case-insensitive), else null (`strip_prefix(\"OC-ADA\", \"oc-\")` → \"ADA\").",
+        params![req("value", "string"), req("prefix", "string")],
+        Returns::Any,
+        false,
+        |a| {
+            let value = opt_text(a[0]).unwrap_or_default();
+            let prefix = opt_text(a[1]).unwrap_or_default();
+            let starts = value
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(&prefix));
+            Ok(if starts {
+                Value::from(value[prefix.len()..].to_owned())
+            } else {
+                Value::Null
+            })
+        },
     ));
     fns.push(native(
         "to_string",
