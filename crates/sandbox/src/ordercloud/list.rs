@@ -133,15 +133,30 @@ impl ListQuery {
         items: impl Iterator<Item = &'a Value>,
         default_search: &[&str],
     ) -> Value {
+        let kept: Vec<&Value> = self
+            .select(items.map(|item| ((), item)), default_search)
+            .into_iter()
+            .map(|(_, item)| item)
+            .collect();
+        page_envelope_refs(&kept, self.page, self.page_size)
+    }
+
+    /// The items that pass the filters and the search, in list order
+    /// (sorted, ties in the order given), each with its tag; no paging.
+    pub fn select<'a, T>(
+        &self,
+        items: impl Iterator<Item = (T, &'a Value)>,
+        default_search: &[&str],
+    ) -> Vec<(T, &'a Value)> {
         let filters = self.compiled_filters();
-        let mut kept: Vec<&Value> = items
-            .filter(|item| {
+        let mut kept: Vec<(T, &Value)> = items
+            .filter(|(_, item)| {
                 filters.iter().all(|filter| filter.matches(item))
                     && self.matches_search(item, default_search)
             })
             .collect();
         if !self.sort.is_empty() {
-            kept.sort_by(|a, b| {
+            kept.sort_by(|(_, a), (_, b)| {
                 for (path, desc) in &self.sort {
                     let ord = compare_values(lookup(a, path), lookup(b, path));
                     let ord = if *desc { ord.reverse() } else { ord };
@@ -152,7 +167,22 @@ impl ListQuery {
                 Ordering::Equal
             });
         }
-        page_envelope_refs(&kept, self.page, self.page_size)
+        kept
+    }
+
+    /// Everything but the page, in one canonical text: two queries with the
+    /// same key select the same items in the same order.
+    pub fn key_without_page(&self) -> String {
+        format!(
+            "{:?}",
+            (
+                &self.sort,
+                &self.search,
+                &self.search_on,
+                self.search_type,
+                &self.filters
+            )
+        )
     }
 
     /// True when `item` passes every filter.
@@ -248,7 +278,25 @@ pub fn page_envelope(items: Vec<Value>, page: u64, page_size: u64) -> Value {
 
 /// [`page_envelope`] over borrowed items: only the page is copied.
 pub fn page_envelope_refs(items: &[&Value], page: u64, page_size: u64) -> Value {
-    let total = items.len() as u64;
+    let start = (page - 1).saturating_mul(page_size);
+    let page_items: Vec<Value> = items
+        .iter()
+        .skip(usize::try_from(start).unwrap_or(usize::MAX))
+        .take(usize::try_from(page_size).unwrap_or(usize::MAX))
+        .map(|item| (*item).clone())
+        .collect();
+    page_envelope_parts(items.len() as u64, page_items, page, page_size)
+}
+
+/// The first index and the length of `page` in a list of `total` items.
+pub fn page_bounds(total: usize, page: u64, page_size: u64) -> (usize, usize) {
+    let start = usize::try_from((page - 1).saturating_mul(page_size)).unwrap_or(usize::MAX);
+    let len = usize::try_from(page_size).unwrap_or(usize::MAX);
+    (start.min(total), len.min(total - start.min(total)))
+}
+
+/// [`page_envelope`] from the list's size and the items of `page`.
+pub fn page_envelope_parts(total: u64, page_items: Vec<Value>, page: u64, page_size: u64) -> Value {
     if total == 0 {
         return json!({
             "Meta": { "Page": 1, "PageSize": page_size, "TotalCount": 0, "TotalPages": 0, "ItemRange": [0, 0] },
@@ -257,12 +305,6 @@ pub fn page_envelope_refs(items: &[&Value], page: u64, page_size: u64) -> Value 
     }
     let total_pages = total.div_ceil(page_size);
     let start = (page - 1).saturating_mul(page_size);
-    let page_items: Vec<Value> = items
-        .iter()
-        .skip(usize::try_from(start).unwrap_or(usize::MAX))
-        .take(usize::try_from(page_size).unwrap_or(usize::MAX))
-        .map(|item| (*item).clone())
-        .collect();
     let range = if page_items.is_empty() {
         json!([0, 0])
     } else {
@@ -302,6 +344,19 @@ pub fn lookup<'a>(item: &'a Value, path: &str) -> Option<&'a Value> {
 /// `!Smith`, `*son`, `>10`, `!*`, ...). Arrays match when any element does.
 pub fn matches_expression(value: Option<&Value>, expr: &str) -> bool {
     expr.split('|').any(|term| Term::parse(term).matches(value))
+}
+
+/// The lower-cased `X` of a filter expression `>X` whose comparison with a
+/// text is `text.to_lowercase() > X.to_lowercase()` and nothing else: one
+/// term, not negated, `X` neither a date nor a number. Over items sorted by
+/// that text ascending, the items passing it are a suffix.
+pub fn text_lower_bound(expr: &str) -> Option<String> {
+    if expr.contains('|') {
+        return None;
+    }
+    let bound = expr.strip_prefix('>')?;
+    let bound = Bound::parse(bound);
+    (bound.instant.is_none() && bound.decimal.is_none()).then_some(bound.lower)
 }
 
 /// One filter (`path=expr`) with its `|` terms parsed.
