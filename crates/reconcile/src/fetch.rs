@@ -28,7 +28,7 @@ use crate::model::{
     GatewayData, GatewayPayment, GatewayRefund, Inputs, InvoiceRecord, LedgerData, LedgerLink,
     OrderRecord, Period,
 };
-use crate::report::{Report, Timings};
+use crate::report::{Report, SystemTimings, Timings};
 
 /// OrderCloud's largest page.
 const ORDER_PAGE_SIZE: u64 = 100;
@@ -122,11 +122,21 @@ impl Reconciler {
 
     /// Reads everything the matching needs for `period`.
     pub async fn fetch(&self, period: Period) -> Result<Inputs, ReconcileError> {
-        let (orders, invoices, gateway, ledger) = tokio::try_join!(
-            self.fetch_orders(period),
-            self.fetch_invoices(period),
-            self.fetch_gateway(period),
-            self.fetch_ledger(),
+        Ok(self.fetch_timed(period).await?.0)
+    }
+
+    /// [`Reconciler::fetch`], with how long each system took.
+    async fn fetch_timed(&self, period: Period) -> Result<(Inputs, SystemTimings), ReconcileError> {
+        let (
+            (orders, orders_ms),
+            (invoices, invoices_ms),
+            (gateway, gateway_ms),
+            (ledger, ledger_ms),
+        ) = tokio::try_join!(
+            timed(self.fetch_orders(period)),
+            timed(self.fetch_invoices(period)),
+            timed(self.fetch_gateway(period)),
+            timed(self.fetch_ledger()),
         )?;
         let mut inputs = Inputs {
             period,
@@ -135,19 +145,31 @@ impl Reconciler {
             gateway,
             ledger,
         };
-        self.look_up_unmatched(&mut inputs).await?;
-        Ok(inputs)
+        let ((), lookups_ms) = timed(self.look_up_unmatched(&mut inputs)).await?;
+        let timings = SystemTimings {
+            orders_ms,
+            invoices_ms,
+            gateway_ms: if inputs.gateway.is_some() {
+                gateway_ms
+            } else {
+                0.0
+            },
+            ledger_ms,
+            lookups_ms,
+        };
+        Ok((inputs, timings))
     }
 
     /// [`Reconciler::fetch`], then the matching, timed.
     pub async fn run(&self, period: Period) -> Result<Report, ReconcileError> {
         let started = Instant::now();
-        let inputs = self.fetch(period).await?;
+        let (inputs, systems) = self.fetch_timed(period).await?;
         let fetched = Instant::now();
         let mut report = reconcile(&inputs);
         report.timings = Some(Timings {
             fetch_ms: (fetched - started).as_secs_f64() * 1000.0,
             match_ms: fetched.elapsed().as_secs_f64() * 1000.0,
+            systems,
         });
         Ok(report)
     }
@@ -437,6 +459,13 @@ impl Reconcile for Reconciler {
     async fn reconcile(&self, period: Period) -> Result<Report, ReconcileError> {
         self.run(period).await
     }
+}
+
+/// Awaits `work`, with its wall-clock time in milliseconds.
+async fn timed<T, E>(work: impl std::future::Future<Output = Result<T, E>>) -> Result<(T, f64), E> {
+    let started = Instant::now();
+    let value = work.await?;
+    Ok((value, started.elapsed().as_secs_f64() * 1000.0))
 }
 
 /// `[start, end)` cut into `n` slices of (nearly) equal length.

@@ -31,4 +31,4 @@ pub use model::{
     GatewayData, GatewayPayment, GatewayRefund, Inputs, InvoiceRecord, LedgerData, LedgerLink,
     OrderRecord, Period,
 };
-pub use report::{Difference, DifferenceKind, Format, Report, CSV_HEADER};
+pub use report::{Difference, DifferenceKind, Format, Report, SystemTimings, Timings, CSV_HEADER};

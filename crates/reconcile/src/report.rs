@@ -110,8 +110,28 @@ pub struct Matched {
 /// How long each part took, when measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
+    /// Reading every system, wall clock (the systems are read side by side).
     pub fetch_ms: f64,
     pub match_ms: f64,
+    /// The fetch, system by system (each its own wall clock, so they
+    /// overlap and do not add up to `fetch_ms`).
+    #[serde(default)]
+    pub systems: SystemTimings,
+}
+
+/// How long each system took to read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemTimings {
+    /// OrderCloud orders submitted in the period.
+    pub orders_ms: f64,
+    /// KashFlow invoices issued in the period.
+    pub invoices_ms: f64,
+    /// Gateway payment intents and refunds (0 without a gateway).
+    pub gateway_ms: f64,
+    /// Our ledger.
+    pub ledger_ms: f64,
+    /// Unmatched references looked up one by one, after the rest.
+    pub lookups_ms: f64,
 }
 
 /// The whole report.

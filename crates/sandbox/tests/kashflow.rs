@@ -1001,3 +1001,47 @@ async fn list_defaults_caps_date_offsets_and_header_logout() {
         "InvalidSessionToken",
     );
 }
+
+#[tokio::test]
+async fn invoice_pages_see_writes_made_between_them() {
+    let session = kashflow_session(SandboxConfig::default()).await;
+    session
+        .create_customer(json!({"Code": "PAGE1", "Name": "Pager"}))
+        .await;
+    for i in 0..5 {
+        session
+            .create_invoice(widget_invoice("PAGE1", &format!("R-{i}")))
+            .await;
+    }
+    let list = "/invoices?customercode=PAGE1&perpage=2";
+    let (_, first) = session.get(&format!("{list}&page=1")).await;
+    assert_eq!(first["MetaData"]["TotalRecords"], 5);
+    assert_eq!(num(&first["MetaData"]["TotalAmount"]), 150.0);
+    let (_, third) = session.get(&format!("{list}&page=3")).await;
+    assert_eq!(third["Data"].as_array().map(Vec::len), Some(1));
+
+    // A new invoice: the next page of the same query counts and lists it.
+    let added = session
+        .create_invoice(widget_invoice("PAGE1", "R-added"))
+        .await;
+    let (_, third) = session.get(&format!("{list}&page=3")).await;
+    assert_eq!(third["MetaData"]["TotalRecords"], 6);
+    assert_eq!(num(&third["MetaData"]["TotalAmount"]), 180.0);
+    assert_eq!(third["Data"][1]["Number"], added["Number"]);
+
+    // A changed invoice: its new reference shows on a page already read.
+    let number = first["Data"][0]["Number"].as_i64().expect("number");
+    let mut body = widget_invoice("PAGE1", "R-changed");
+    body["Number"] = json!(number);
+    let (status, _) = session.put(&format!("/invoices/{number}"), &body).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, first) = session.get(&format!("{list}&page=1")).await;
+    assert_eq!(first["Data"][0]["CustomerReference"], "R-changed");
+
+    // A deleted invoice leaves the count and the pages.
+    let (status, _) = session.delete(&format!("/invoices/{number}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, first) = session.get(&format!("{list}&page=1")).await;
+    assert_eq!(first["MetaData"]["TotalRecords"], 5);
+    assert_ne!(first["Data"][0]["Number"], json!(number));
+}

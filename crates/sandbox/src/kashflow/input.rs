@@ -400,6 +400,18 @@ impl ListQuery {
         })
     }
 
+    /// Every parameter but `page` and `perpage`, in one canonical text:
+    /// two queries with the same key list the same items in the same order.
+    pub fn key_without_page(&self) -> String {
+        let mut params: Vec<(&String, &String)> = self
+            .params
+            .iter()
+            .filter(|(k, _)| k.as_str() != "page" && k.as_str() != "perpage")
+            .collect();
+        params.sort();
+        serde_urlencoded::to_string(&params).unwrap_or_default()
+    }
+
     /// A filter parameter (non-empty), by lower-case name.
     pub fn filter(&self, name: &str) -> Option<&str> {
         self.params

@@ -17,6 +17,8 @@ mod seed;
 mod sessions;
 mod state;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,7 @@ pub use error::{codes, KfError};
 pub use input::parse_date;
 pub use state::{round2, DEFAULT_SALES_NOMINAL, NEVER_DATE, STATUS_PAID, STATUS_UNPAID};
 
+use error::KfResult;
 use state::Data;
 
 /// The KashFlow simulator service.
@@ -36,7 +39,32 @@ pub struct KashFlow {
     config: KashFlowConfig,
     data: RwLock<Data>,
     sessions: Mutex<sessions::Sessions>,
+    /// Bumped under the write lock every time the data may change, so a
+    /// value computed under the read lock at one version is still right
+    /// while the version is the same.
+    version: AtomicU64,
+    /// Invoice lists already filtered and ordered: per query (without its
+    /// page), the invoice numbers and their total gross amount, valid for
+    /// the data version they were computed at. Pages 2..N of one query slice
+    /// the list instead of filtering every invoice again.
+    invoice_lists: Mutex<InvoiceListCache>,
 }
+
+/// See [`KashFlow::invoice_lists`].
+#[derive(Default)]
+struct InvoiceListCache {
+    version: u64,
+    lists: HashMap<String, Arc<InvoiceList>>,
+}
+
+/// One query's invoices: numbers in list order and the gross total.
+struct InvoiceList {
+    numbers: Vec<i64>,
+    total_amount: Decimal,
+}
+
+/// Lists kept at most (a new one past this forgets the others).
+const MAX_CACHED_LISTS: usize = 64;
 
 impl std::fmt::Debug for KashFlow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,6 +79,8 @@ impl KashFlow {
             config: config.clone(),
             data: RwLock::new(Data::new(config)),
             sessions: Mutex::new(sessions::Sessions::default()),
+            version: AtomicU64::new(0),
+            invoice_lists: Mutex::new(InvoiceListCache::default()),
         })
     }
 
@@ -72,7 +102,45 @@ impl KashFlow {
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Data> {
-        self.data.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.data.write().unwrap_or_else(|p| p.into_inner());
+        // Under the write lock: a reader sees either the old data with the
+        // old version or the new data with the new one.
+        self.version.fetch_add(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// The data version (read it under a data lock).
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// The list cached for `key` at `version`, or `compute`d and kept.
+    fn invoice_list(
+        &self,
+        key: String,
+        version: u64,
+        compute: impl FnOnce() -> KfResult<InvoiceList>,
+    ) -> KfResult<Arc<InvoiceList>> {
+        {
+            let cache = self.invoice_lists.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.version == version {
+                if let Some(list) = cache.lists.get(&key) {
+                    return Ok(Arc::clone(list));
+                }
+            }
+        }
+        let list = Arc::new(compute()?);
+        let mut cache = self.invoice_lists.lock().unwrap_or_else(|p| p.into_inner());
+        if version < cache.version {
+            // Computed from data older than what is cached: not kept.
+            return Ok(list);
+        }
+        if version > cache.version || cache.lists.len() >= MAX_CACHED_LISTS {
+            cache.lists.clear();
+            cache.version = version;
+        }
+        cache.lists.insert(key, Arc::clone(&list));
+        Ok(list)
     }
 
     fn sessions(&self) -> MutexGuard<'_, sessions::Sessions> {

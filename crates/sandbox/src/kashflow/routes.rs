@@ -19,7 +19,7 @@ use super::error::{KfError, KfResult};
 use super::input::{KfJson, ListQuery};
 use super::model::*;
 use super::state::{list_customers, list_invoices};
-use super::KashFlow;
+use super::{InvoiceList, KashFlow};
 
 type Kf = State<Arc<KashFlow>>;
 type PathOne = Result<Path<String>, PathRejection>;
@@ -176,14 +176,29 @@ impl Page {
     }
 
     fn render<T: Serialize>(&self, items: &[&T], total_amount: Option<Decimal>) -> Response {
-        let total = items.len();
+        let (start, end) = self.range(items.len());
+        self.render_page(items.len(), &items[start..end], total_amount)
+    }
+
+    /// The `[start, end)` of this page in a list of `total` items.
+    fn range(&self, total: usize) -> (usize, usize) {
+        let per_page = self.query.per_page;
+        let start = (self.query.page - 1).saturating_mul(per_page).min(total);
+        (start, start.saturating_add(per_page).min(total))
+    }
+
+    /// The envelope of one page (`page_items`) of a list of `total` items.
+    fn render_page<T: Serialize>(
+        &self,
+        total: usize,
+        page_items: &[&T],
+        total_amount: Option<Decimal>,
+    ) -> Response {
         let per_page = self.query.per_page;
         let last_page = total.div_ceil(per_page).max(1);
         let page = self.query.page;
-        let start = (page - 1).saturating_mul(per_page).min(total);
-        let end = start.saturating_add(per_page).min(total);
         let envelope = Envelope {
-            data: &items[start..end],
+            data: page_items,
             meta: MetaData {
                 total_records: total,
                 first_page_url: self.url(1),
@@ -346,9 +361,19 @@ async fn customer_delete(State(kf): Kf, path: PathOne) -> KfResult<StatusCode> {
 async fn invoices_list(State(kf): Kf, uri: OriginalUri, headers: HeaderMap) -> KfResult<Response> {
     let page = Page::new(&kf, &uri, &headers)?;
     let data = kf.read();
-    let invoices = list_invoices(&data, &page.query)?;
-    let total: Decimal = invoices.iter().map(|h| h.gross_amount).sum();
-    Ok(page.render(&invoices, Some(total)))
+    let list = kf.invoice_list(page.query.key_without_page(), kf.version(), || {
+        let invoices = list_invoices(&data, &page.query)?;
+        Ok(InvoiceList {
+            total_amount: invoices.iter().map(|h| h.gross_amount).sum(),
+            numbers: invoices.iter().map(|h| h.number).collect(),
+        })
+    })?;
+    let (start, end) = page.range(list.numbers.len());
+    let items: Vec<&InvoiceHeader> = list.numbers[start..end]
+        .iter()
+        .filter_map(|number| data.invoices.get(number).map(|i| &i.header))
+        .collect();
+    Ok(page.render_page(list.numbers.len(), &items, Some(list.total_amount)))
 }
 
 async fn invoice_create(State(kf): Kf, KfJson(input): KfJson<InvoiceInput>) -> KfResult<Response> {

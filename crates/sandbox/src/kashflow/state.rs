@@ -1649,6 +1649,13 @@ pub fn list_invoices<'a>(data: &'a Data, query: &ListQuery) -> KfResult<Vec<&'a 
                 .is_none_or(|s| h.customer_reference.to_lowercase().contains(s))
         })
         .collect();
+    if let InvoiceSort::Number = sort {
+        // Already in number order (the map's key): no sort of the whole set.
+        if query.order == Order::Desc {
+            headers.reverse();
+        }
+        return Ok(headers);
+    }
     headers.sort_by(|a, b| {
         let primary = match sort {
             InvoiceSort::Number => a.number.cmp(&b.number),

@@ -133,11 +133,30 @@ impl ListQuery {
         items: impl Iterator<Item = &'a Value>,
         default_search: &[&str],
     ) -> Value {
-        let mut kept: Vec<&Value> = items
-            .filter(|item| self.matches_filters(item) && self.matches_search(item, default_search))
+        let kept: Vec<&Value> = self
+            .select(items.map(|item| ((), item)), default_search)
+            .into_iter()
+            .map(|(_, item)| item)
+            .collect();
+        page_envelope_refs(&kept, self.page, self.page_size)
+    }
+
+    /// The items that pass the filters and the search, in list order
+    /// (sorted, ties in the order given), each with its tag; no paging.
+    pub fn select<'a, T>(
+        &self,
+        items: impl Iterator<Item = (T, &'a Value)>,
+        default_search: &[&str],
+    ) -> Vec<(T, &'a Value)> {
+        let filters = self.compiled_filters();
+        let mut kept: Vec<(T, &Value)> = items
+            .filter(|(_, item)| {
+                filters.iter().all(|filter| filter.matches(item))
+                    && self.matches_search(item, default_search)
+            })
             .collect();
         if !self.sort.is_empty() {
-            kept.sort_by(|a, b| {
+            kept.sort_by(|(_, a), (_, b)| {
                 for (path, desc) in &self.sort {
                     let ord = compare_values(lookup(a, path), lookup(b, path));
                     let ord = if *desc { ord.reverse() } else { ord };
@@ -148,14 +167,44 @@ impl ListQuery {
                 Ordering::Equal
             });
         }
-        page_envelope_refs(&kept, self.page, self.page_size)
+        kept
+    }
+
+    /// Everything but the page, in one canonical text: two queries with the
+    /// same key select the same items in the same order.
+    pub fn key_without_page(&self) -> String {
+        format!(
+            "{:?}",
+            (
+                &self.sort,
+                &self.search,
+                &self.search_on,
+                self.search_type,
+                &self.filters
+            )
+        )
     }
 
     /// True when `item` passes every filter.
     pub fn matches_filters(&self, item: &Value) -> bool {
-        self.filters
+        self.compiled_filters()
             .iter()
-            .all(|(path, expr)| matches_expression(lookup(item, path), expr))
+            .all(|filter| filter.matches(item))
+    }
+
+    /// The filters parsed once for a whole list, the cheap ones first (they
+    /// are ANDed, so the order changes nothing but the time).
+    fn compiled_filters(&self) -> Vec<CompiledFilter<'_>> {
+        let mut filters: Vec<CompiledFilter<'_>> = self
+            .filters
+            .iter()
+            .map(|(path, expr)| CompiledFilter {
+                path,
+                terms: expr.split('|').map(Term::parse).collect(),
+            })
+            .collect();
+        filters.sort_by_key(|f| f.terms.iter().any(|t| t.parses_dates()));
+        filters
     }
 
     fn matches_search(&self, item: &Value, default_search: &[&str]) -> bool {
@@ -229,7 +278,25 @@ pub fn page_envelope(items: Vec<Value>, page: u64, page_size: u64) -> Value {
 
 /// [`page_envelope`] over borrowed items: only the page is copied.
 pub fn page_envelope_refs(items: &[&Value], page: u64, page_size: u64) -> Value {
-    let total = items.len() as u64;
+    let start = (page - 1).saturating_mul(page_size);
+    let page_items: Vec<Value> = items
+        .iter()
+        .skip(usize::try_from(start).unwrap_or(usize::MAX))
+        .take(usize::try_from(page_size).unwrap_or(usize::MAX))
+        .map(|item| (*item).clone())
+        .collect();
+    page_envelope_parts(items.len() as u64, page_items, page, page_size)
+}
+
+/// The first index and the length of `page` in a list of `total` items.
+pub fn page_bounds(total: usize, page: u64, page_size: u64) -> (usize, usize) {
+    let start = usize::try_from((page - 1).saturating_mul(page_size)).unwrap_or(usize::MAX);
+    let len = usize::try_from(page_size).unwrap_or(usize::MAX);
+    (start.min(total), len.min(total - start.min(total)))
+}
+
+/// [`page_envelope`] from the list's size and the items of `page`.
+pub fn page_envelope_parts(total: u64, page_items: Vec<Value>, page: u64, page_size: u64) -> Value {
     if total == 0 {
         return json!({
             "Meta": { "Page": 1, "PageSize": page_size, "TotalCount": 0, "TotalPages": 0, "ItemRange": [0, 0] },
@@ -238,12 +305,6 @@ pub fn page_envelope_refs(items: &[&Value], page: u64, page_size: u64) -> Value 
     }
     let total_pages = total.div_ceil(page_size);
     let start = (page - 1).saturating_mul(page_size);
-    let page_items: Vec<Value> = items
-        .iter()
-        .skip(usize::try_from(start).unwrap_or(usize::MAX))
-        .take(usize::try_from(page_size).unwrap_or(usize::MAX))
-        .map(|item| (*item).clone())
-        .collect();
     let range = if page_items.is_empty() {
         json!([0, 0])
     } else {
@@ -282,62 +343,207 @@ pub fn lookup<'a>(item: &'a Value, path: &str) -> Option<&'a Value> {
 /// True when `value` satisfies one filter expression (`Open|Completed`,
 /// `!Smith`, `*son`, `>10`, `!*`, ...). Arrays match when any element does.
 pub fn matches_expression(value: Option<&Value>, expr: &str) -> bool {
-    expr.split('|').any(|term| matches_term(value, term))
+    expr.split('|').any(|term| Term::parse(term).matches(value))
 }
 
-fn matches_term(value: Option<&Value>, term: &str) -> bool {
-    let (negated, term) = match term.strip_prefix('!') {
-        Some(rest) => (true, rest),
-        None => (false, term),
-    };
-    let positive = match value {
-        Some(Value::Array(items)) => items.iter().any(|v| matches_positive(Some(v), term)),
-        other => matches_positive(other, term),
-    };
-    positive != negated
+/// The lower-cased `X` of a filter expression `>X` whose comparison with a
+/// text is `text.to_lowercase() > X.to_lowercase()` and nothing else: one
+/// term, not negated, `X` neither a date nor a number. Over items sorted by
+/// that text ascending, the items passing it are a suffix.
+pub fn text_lower_bound(expr: &str) -> Option<String> {
+    if expr.contains('|') {
+        return None;
+    }
+    let bound = expr.strip_prefix('>')?;
+    let bound = Bound::parse(bound);
+    (bound.instant.is_none() && bound.decimal.is_none()).then_some(bound.lower)
 }
 
-fn matches_positive(value: Option<&Value>, term: &str) -> bool {
-    let value = match value {
-        None | Some(Value::Null) => return false,
-        Some(v) => v,
-    };
-    if let Some(bound) = term.strip_prefix('>') {
-        return compare_to_text(value, bound) == Some(Ordering::Greater);
+/// One filter (`path=expr`) with its `|` terms parsed.
+struct CompiledFilter<'a> {
+    path: &'a str,
+    terms: Vec<Term>,
+}
+
+impl CompiledFilter<'_> {
+    fn matches(&self, item: &Value) -> bool {
+        let value = lookup(item, self.path);
+        self.terms.iter().any(|term| term.matches(value))
     }
-    if let Some(bound) = term.strip_prefix('<') {
-        return compare_to_text(value, bound) == Some(Ordering::Less);
-    }
-    let text = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => {
-            if let (Some(a), Some(b)) = (to_decimal(&n.to_string()), to_decimal(term)) {
-                return a == b;
-            }
-            n.to_string()
+}
+
+/// One term of a filter expression, its text parsed once (a list would
+/// otherwise parse the same bound again for every item).
+struct Term {
+    negated: bool,
+    test: Test,
+}
+
+enum Test {
+    Greater(Bound),
+    Less(Bound),
+    /// Equality or a `*` pattern, lower-cased.
+    Like {
+        pattern: String,
+        decimal: Option<Decimal>,
+    },
+}
+
+/// The right side of `>` or `<`, read every way a value may be compared.
+struct Bound {
+    text: String,
+    lower: String,
+    instant: Option<chrono::DateTime<chrono::Utc>>,
+    decimal: Option<Decimal>,
+}
+
+impl Bound {
+    fn parse(text: &str) -> Bound {
+        Bound {
+            text: text.to_owned(),
+            lower: text.to_lowercase(),
+            instant: parse_instant(text),
+            decimal: to_decimal(text),
         }
-        Value::Bool(b) => b.to_string(),
-        _ => return term == "*",
-    };
-    wildcard_match(&text.to_lowercase(), &term.to_lowercase())
+    }
+}
+
+impl Term {
+    fn parse(term: &str) -> Term {
+        let (negated, term) = match term.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, term),
+        };
+        let test = if let Some(bound) = term.strip_prefix('>') {
+            Test::Greater(Bound::parse(bound))
+        } else if let Some(bound) = term.strip_prefix('<') {
+            Test::Less(Bound::parse(bound))
+        } else {
+            Test::Like {
+                pattern: term.to_lowercase(),
+                decimal: to_decimal(term),
+            }
+        };
+        Term { negated, test }
+    }
+
+    /// True when comparing with this term may parse dates (the costly part).
+    fn parses_dates(&self) -> bool {
+        match &self.test {
+            Test::Greater(bound) | Test::Less(bound) => bound.instant.is_some(),
+            Test::Like { .. } => false,
+        }
+    }
+
+    fn matches(&self, value: Option<&Value>) -> bool {
+        let positive = match value {
+            Some(Value::Array(items)) => items.iter().any(|v| self.matches_positive(Some(v))),
+            other => self.matches_positive(other),
+        };
+        positive != self.negated
+    }
+
+    fn matches_positive(&self, value: Option<&Value>) -> bool {
+        let value = match value {
+            None | Some(Value::Null) => return false,
+            Some(v) => v,
+        };
+        let (pattern, decimal) = match &self.test {
+            Test::Greater(bound) => {
+                return compare_to_bound(value, bound) == Some(Ordering::Greater)
+            }
+            Test::Less(bound) => return compare_to_bound(value, bound) == Some(Ordering::Less),
+            Test::Like { pattern, decimal } => (pattern, decimal),
+        };
+        match value {
+            Value::String(s) => like(s, pattern),
+            Value::Number(n) => {
+                if let (Some(a), Some(b)) = (to_decimal(&n.to_string()), decimal) {
+                    return a == *b;
+                }
+                wildcard_match(&n.to_string().to_lowercase(), pattern)
+            }
+            Value::Bool(b) => wildcard_match(if *b { "true" } else { "false" }, pattern),
+            _ => pattern == "*",
+        }
+    }
+}
+
+/// `wildcard_match(&text.to_lowercase(), pattern)` without copying ASCII
+/// text that is compared whole.
+fn like(text: &str, pattern: &str) -> bool {
+    if text.is_ascii() && !pattern.contains('*') {
+        return text.eq_ignore_ascii_case(pattern) && pattern.is_ascii();
+    }
+    wildcard_match(&text.to_lowercase(), pattern)
 }
 
 /// Compares a stored value with a filter bound: numerically when both are
 /// numbers, as instants when both are dates, else as case-insensitive text.
-fn compare_to_text(value: &Value, bound: &str) -> Option<Ordering> {
+fn compare_to_bound(value: &Value, bound: &Bound) -> Option<Ordering> {
     match value {
-        Value::Number(n) => Some(to_decimal(&n.to_string())?.cmp(&to_decimal(bound)?)),
+        Value::Number(n) => Some(to_decimal(&n.to_string())?.cmp(bound.decimal.as_ref()?)),
         Value::String(s) => {
-            if let (Some(a), Some(b)) = (parse_instant(s), parse_instant(bound)) {
-                return Some(a.cmp(&b));
+            if let Some(b) = bound.instant {
+                if let Some(order) = compare_same_shape_instants(s, &bound.text) {
+                    return Some(order);
+                }
+                if let Some(a) = parse_instant(s) {
+                    return Some(a.cmp(&b));
+                }
             }
-            if let (Some(a), Some(b)) = (to_decimal(s), to_decimal(bound)) {
-                return Some(a.cmp(&b));
+            if let Some(b) = bound.decimal {
+                if let Some(a) = to_decimal(s) {
+                    return Some(a.cmp(&b));
+                }
             }
-            Some(s.to_lowercase().cmp(&bound.to_lowercase()))
+            Some(compare_lowercase(s, &bound.lower))
         }
         _ => None,
     }
+}
+
+/// `value` and `bound` (a valid RFC 3339 instant such as
+/// `2026-11-02T00:00:00+00:00`) compared without parsing, when `value` has
+/// the very same shape: digits where the bound has digits, the same
+/// separators and the same offset. Then their bytes order them as instants
+/// when `value` is a valid instant, and as the lower-cased text comparison
+/// would when it is not, so the answer is the same either way.
+fn compare_same_shape_instants(value: &str, bound: &str) -> Option<Ordering> {
+    let (value_bytes, bound_bytes) = (value.as_bytes(), bound.as_bytes());
+    if value_bytes.len() != bound_bytes.len() || bound_bytes.len() < 20 || bound_bytes[10] != b'T' {
+        return None;
+    }
+    // The offset (after the seconds and any fraction) must be identical.
+    let offset = bound_bytes[19..]
+        .iter()
+        .position(|b| matches!(b, b'Z' | b'+' | b'-'))?
+        + 19;
+    if value_bytes[offset..] != bound_bytes[offset..] {
+        return None;
+    }
+    let same_shape = value_bytes[..offset]
+        .iter()
+        .zip(&bound_bytes[..offset])
+        .all(|(v, b)| {
+            if b.is_ascii_digit() {
+                v.is_ascii_digit()
+            } else {
+                v == b
+            }
+        });
+    same_shape.then(|| value_bytes.cmp(bound_bytes))
+}
+
+/// `text.to_lowercase().cmp(lower)`, without copying ASCII text.
+fn compare_lowercase(text: &str, lower: &str) -> Ordering {
+    if text.is_ascii() && lower.is_ascii() {
+        return text
+            .bytes()
+            .map(|b| b.to_ascii_lowercase())
+            .cmp(lower.bytes());
+    }
+    text.to_lowercase().as_str().cmp(lower)
 }
 
 fn parse_instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -401,10 +607,22 @@ fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
                 _ => x.to_string().cmp(&y.to_string()),
             }
         }
-        (Some(Value::String(x)), Some(Value::String(y))) => x.to_lowercase().cmp(&y.to_lowercase()),
+        (Some(Value::String(x)), Some(Value::String(y))) => compare_case_insensitive(x, y),
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
     }
+}
+
+/// `x.to_lowercase().cmp(&y.to_lowercase())`, without copying ASCII text
+/// (a sort makes this comparison many times per item).
+fn compare_case_insensitive(x: &str, y: &str) -> Ordering {
+    if x.is_ascii() && y.is_ascii() {
+        return x
+            .bytes()
+            .map(|b| b.to_ascii_lowercase())
+            .cmp(y.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    x.to_lowercase().cmp(&y.to_lowercase())
 }
 
 #[cfg(test)]
@@ -516,6 +734,29 @@ mod tests {
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
         }
         assert!(ListQuery::parse(Some("pageSize=100"), &[]).is_ok());
+    }
+
+    #[test]
+    fn instants_compare_the_same_with_or_without_parsing() {
+        let bound = Bound::parse("2026-11-02T09:00:00+00:00");
+        let cases = [
+            ("2026-11-02T10:00:00+00:00", Ordering::Greater),
+            ("2026-11-02T09:00:00+00:00", Ordering::Equal),
+            // Another offset: parsed (08:00 UTC).
+            ("2026-11-02T10:00:00+02:00", Ordering::Less),
+            // Not an instant: compared as text, as before.
+            ("2026-13-02T10:00:00+00:00", Ordering::Greater),
+            ("2026-11-02", Ordering::Less),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                compare_to_bound(&json!(value), &bound),
+                Some(expected),
+                "{value}"
+            );
+        }
+        assert_eq!(compare_case_insensitive("abc", "ABD"), Ordering::Less);
+        assert_eq!(compare_lowercase("B-2", "b-10"), Ordering::Greater);
     }
 
     #[test]

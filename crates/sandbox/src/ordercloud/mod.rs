@@ -13,6 +13,7 @@ pub mod error;
 pub mod list;
 
 mod auth;
+mod order_map;
 mod orders;
 mod users;
 mod variants;
@@ -97,7 +98,7 @@ struct Store {
     products: BTreeMap<String, Value>,
     /// Variants per product ID, keyed by variant ID.
     variants: BTreeMap<String, BTreeMap<String, Value>>,
-    orders: BTreeMap<String, Value>,
+    orders: order_map::Orders,
     /// Line items per order ID, keyed by line item ID.
     line_items: HashMap<String, LineItems>,
     /// Payments per order ID, keyed by payment ID.

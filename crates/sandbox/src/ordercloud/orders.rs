@@ -12,7 +12,10 @@ use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
 use super::error::{OcError, OcJson, OcPath, OcResult};
-use super::list::{matches_expression, ListQuery};
+use super::list::{
+    matches_expression, page_bounds, page_envelope_parts, text_lower_bound, ListQuery,
+};
+use super::order_map::OrderList;
 use super::{
     check_xp, decimal_of, decimal_value, deep_merge, id_from_body, money_field, now_text,
     object_body, LineItems, OrderCloud, Store, MAX_QUANTITY,
@@ -162,18 +165,76 @@ pub(crate) async fn list_orders(
             .filters
             .push(("DateCreated".to_owned(), format!("!>{to}")));
     }
-    let store = oc.store();
-    Ok(Json(query.apply_refs(
-        store.orders.values(),
-        &[
-            "ID",
-            "Comments",
-            "FromUserID",
-            "FromUser.FirstName",
-            "FromUser.LastName",
-            "FromUser.Email",
-        ],
-    )))
+    let mut store = oc.store();
+    Ok(Json(page_of_orders(&mut store, query)))
+}
+
+/// Fields searched when `searchOn` is absent.
+const ORDER_SEARCH: &[&str] = &[
+    "ID",
+    "Comments",
+    "FromUserID",
+    "FromUser.FirstName",
+    "FromUser.LastName",
+    "FromUser.Email",
+];
+
+/// One page of the orders `query` lists. The whole list (without the page)
+/// is kept in the store until an order changes, so the other pages of the
+/// query only slice it. A list sorted by `ID` with a keyset filter
+/// `ID=>X` (one term, `X` neither a date nor a number) is kept without
+/// that filter: the orders passing it are the list's suffix after `X`,
+/// found by a binary search, so keyset pages share one list too.
+fn page_of_orders(store: &mut Store, query: ListQuery) -> Value {
+    let sorted_by_id = query.sort.len() == 1 && query.sort[0] == ("ID".to_owned(), false);
+    let keyset = query
+        .filters
+        .iter()
+        .enumerate()
+        .filter(|_| sorted_by_id)
+        .find_map(|(at, (path, expr))| {
+            (path == "ID")
+                .then(|| text_lower_bound(expr))
+                .flatten()
+                .map(|lower| (at, lower))
+        });
+    let mut listed = query.clone();
+    if let Some((at, _)) = keyset {
+        listed.filters.remove(at);
+    }
+    let key = listed.key_without_page();
+    let list = match store.orders.cached_list(&key) {
+        Some(list) => list,
+        None => {
+            let selected = listed.select(store.orders.iter(), ORDER_SEARCH);
+            let list = Arc::new(OrderList {
+                text_ids: selected.iter().all(|(_, order)| order["ID"].is_string()),
+                keys: selected.into_iter().map(|(id, _)| id.clone()).collect(),
+            });
+            store.orders.keep_list(key, Arc::clone(&list));
+            list
+        }
+    };
+    let id_text = |key: &String| store.orders[key]["ID"].as_str();
+    let from = match &keyset {
+        None => 0,
+        Some((_, lower)) => {
+            if !list.text_ids {
+                // An ID that is not a text: no suffix to search for.
+                return query.apply_refs(store.orders.values(), ORDER_SEARCH);
+            }
+            list.keys.partition_point(|key| {
+                id_text(key).is_some_and(|id| id.to_lowercase().as_str() <= lower.as_str())
+            })
+        }
+    };
+    let list = &list.keys[from..];
+    let (start, len) = page_bounds(list.len(), query.page, query.page_size);
+    let items: Vec<Value> = list[start..start + len]
+        .iter()
+        .map(|key| store.orders[key].clone())
+        .collect();
+    page_envelope_parts(list.len() as u64, items, query.page, query.page_size)
 }
 
 /// `POST /v1/orders/{direction}` (201). `FromUserID` in the body (a
@@ -1149,4 +1210,134 @@ pub(crate) async fn list_shipments(
     Ok(Json(
         query.apply(items, &["ID", "TrackingNumber", "Shipper"]),
     ))
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    fn store_with(ids: &[&str]) -> Store {
+        let mut store = Store::default();
+        for (i, id) in ids.iter().enumerate() {
+            store.orders.insert(
+                (*id).to_owned(),
+                json!({
+                    "ID": id,
+                    "IsSubmitted": true,
+                    "Status": if i % 3 == 0 { "Completed" } else { "Open" },
+                    "DateSubmitted": format!("2026-11-{:02}T10:00:00+00:00", 1 + i % 28),
+                }),
+            );
+        }
+        store
+    }
+
+    fn ids(page: &Value) -> Vec<String> {
+        page["Items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|o| o["ID"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Keyset paging through `page_of_orders` and through the plain list
+    /// engine give the same pages, Meta included.
+    fn assert_keyset_pages_match(store: &mut Store, filters: &str, page_size: u64) {
+        let mut last: Option<String> = None;
+        let mut seen = 0;
+        loop {
+            let mut raw = format!("sortBy=ID&pageSize={page_size}{filters}");
+            if let Some(last) = &last {
+                raw.push_str(&format!(
+                    "&ID={}",
+                    serde_urlencoded::to_string([("x", format!(">{last}"))])
+                        .expect("encoded")
+                        .trim_start_matches("x=")
+                ));
+            }
+            let query = ListQuery::parse(Some(&raw), &[]).expect("query");
+            let plain = query.apply_refs(store.orders.values(), ORDER_SEARCH);
+            let fast = page_of_orders(store, query);
+            assert_eq!(fast, plain, "{raw}");
+            let page = ids(&fast);
+            seen += page.len();
+            if (page.len() as u64) < page_size {
+                break;
+            }
+            last = page.last().cloned();
+        }
+        assert!(seen > 0, "{filters}");
+    }
+
+    #[test]
+    fn keyset_pages_match_the_plain_list() {
+        // Mixed case (sorted case-insensitively), digits, IDs equal but for
+        // case, a prefix of another.
+        let mut names: Vec<String> = (0..60).map(|i| format!("ord-{i}")).collect();
+        names.extend(
+            ["ORD-7", "Ord-70", "abc", "ABC", "Zed", "zed-1", "ä-1", "_x"].map(String::from),
+        );
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut store = store_with(&refs);
+        for size in [1, 7, 20, 100] {
+            assert_keyset_pages_match(&mut store, "", size);
+            assert_keyset_pages_match(&mut store, "&Status=Open", size);
+            assert_keyset_pages_match(
+                &mut store,
+                "&DateSubmitted=%3E2026-11-05T00:00:00%2B00:00&search=ord",
+                size,
+            );
+        }
+        // Numeric pages of a non-keyset query, and a bound that is a number
+        // (compared numerically: not cut from the kept list).
+        for raw in [
+            "sortBy=!ID&pageSize=9&page=3",
+            "pageSize=5&page=2&Status=Completed",
+            "sortBy=ID&ID=%3E5&pageSize=10",
+            "sortBy=ID&ID=%3Eord-3|abc&pageSize=10",
+            "sortBy=ID&ID=!%3Eord-3&pageSize=10",
+            "sortBy=ID&pageSize=10&page=99",
+        ] {
+            let query = ListQuery::parse(Some(raw), &[]).expect("query");
+            let plain = query.apply_refs(store.orders.values(), ORDER_SEARCH);
+            assert_eq!(page_of_orders(&mut store, query.clone()), plain, "{raw}");
+            // Twice: the second answer comes from the kept list.
+            assert_eq!(page_of_orders(&mut store, query), plain, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_list_paged_after_a_write_sees_the_write() {
+        let mut store = store_with(&["a", "b", "c", "d"]);
+        let query = |raw: &str| ListQuery::parse(Some(raw), &[]).expect("query");
+        let first = page_of_orders(&mut store, query("sortBy=ID&pageSize=2&Status=Open"));
+        assert_eq!(first["Meta"]["TotalCount"], 2);
+        assert_eq!(ids(&first), ["b", "c"]);
+
+        // A new order that the query selects.
+        store.orders.insert(
+            "bb".to_owned(),
+            json!({"ID": "bb", "IsSubmitted": true, "Status": "Open"}),
+        );
+        let next = page_of_orders(
+            &mut store,
+            query("sortBy=ID&pageSize=2&Status=Open&ID=%3Eb"),
+        );
+        assert_eq!(next["Meta"]["TotalCount"], 2);
+        assert_eq!(ids(&next), ["bb", "c"]);
+
+        // A changed order that the query no longer selects.
+        if let Some(order) = store.orders.get_mut("c") {
+            order["Status"] = json!("Completed");
+        }
+        let again = page_of_orders(&mut store, query("sortBy=ID&pageSize=2&Status=Open"));
+        assert_eq!(again["Meta"]["TotalCount"], 2);
+        assert_eq!(ids(&again), ["b", "bb"]);
+        let next = page_of_orders(
+            &mut store,
+            query("sortBy=ID&pageSize=2&Status=Open&ID=%3Eb"),
+        );
+        assert_eq!(ids(&next), ["bb"]);
+    }
 }
