@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use crate::auth::{Fresh, TokenCache};
 use crate::delivery::Target;
 use crate::error::ConfigError;
-use crate::transport::{with_query, Answer, Body, Transport};
+use crate::transport::{revoked_again, with_query, Answer, Body, Transport};
 use models::{MemorableWordPosition, Page, SessionToken, TemporaryToken};
 
 const SYSTEM: &str = "kashflow";
@@ -540,7 +540,14 @@ impl KashFlowClient {
         }
         tracing::info!(target_name = %self.target().name(), "KashFlow session refused; logging in again");
         let (token, _) = self.session(Some(generation)).await?;
-        self.send(&method, &url, &body, &token).await?.ok(SYSTEM)
+        let answer = self.send(&method, &url, &body, &token).await?;
+        if answer.status == StatusCode::UNAUTHORIZED && !is_account_locked(&answer.body) {
+            // The login has just succeeded (bad credentials fail there, as
+            // `Auth`), so this session was ended again in between: retry
+            // later rather than park the run.
+            return Err(revoked_again(answer.failure(SYSTEM)));
+        }
+        answer.ok(SYSTEM)
     }
 
     async fn send(
