@@ -636,16 +636,27 @@ poll_interval_secs = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_on_sqlite_balances_the_books() {
-    let dir = tempfile::Builder::new().prefix("soak-").tempdir().unwrap();
-    eprintln!("soak: engine logs in {}", dir.path().display());
-    let database = format!("sqlite://{}/engine.db", dir.path().display());
-    soak("sqlite", &database, dir.path()).await;
+    // Kept when the soak fails (engine logs, database); removed when it passes.
+    let dir = tempfile::Builder::new()
+        .prefix("soak-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("soak: engine logs in {}", dir.display());
+    let database = format!("sqlite://{}/engine.db", dir.display());
+    soak("sqlite", &database, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_on_postgres_balances_the_books() {
-    let dir = tempfile::Builder::new().prefix("soak-").tempdir().unwrap();
-    eprintln!("soak: engine logs in {}", dir.path().display());
+    let dir = tempfile::Builder::new()
+        .prefix("soak-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("soak: engine logs in {}", dir.display());
     let pg = PgDb::create().await;
-    soak("postgres", &pg.url, dir.path()).await;
+    soak("postgres", &pg.url, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
