@@ -753,3 +753,24 @@ async fn kashflow_session_ended_again_after_login_is_transient_not_parked() {
     sandbox.sandbox().faults.clear();
     client.currencies().await.unwrap();
 }
+
+/// Found by the chaos soak: runs parked on "KashFlow 400
+/// InvalidTemporaryToken … (while logging in)" — the sessions were ended
+/// between the login's two steps. The credentials were accepted: transient.
+#[tokio::test]
+async fn kashflow_temporary_token_ended_mid_login_is_transient_not_parked() {
+    let sandbox = start(SandboxConfig::default()).await;
+    let client = kashflow(&sandbox);
+    add_fault(
+        &sandbox,
+        "kashflow/sessiontoken:expire_sessions=1,method=PUT",
+    );
+    let failure = client.currencies().await.unwrap_err();
+    assert_eq!(failure.class, ErrorClass::Transient, "{failure}");
+    assert!(
+        failure.message.contains("InvalidTemporaryToken"),
+        "{failure}"
+    );
+    sandbox.sandbox().faults.clear();
+    client.currencies().await.unwrap();
+}

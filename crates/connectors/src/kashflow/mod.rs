@@ -644,9 +644,12 @@ impl KashFlowClient {
 }
 
 /// Login refusals (400 `InvalidCredentials`, wrong characters) become
-/// `Auth`; transient failures stay transient.
+/// `Auth`; transient failures stay transient. So does an expired temporary
+/// token (`InvalidTemporaryToken`: the first step's token was ended before
+/// the second step — the credentials were accepted): log in again later.
 fn login_failure(failure: Failure) -> Failure {
     let class = match failure.class {
+        _ if failure.message.contains("InvalidTemporaryToken") => ErrorClass::Transient,
         ErrorClass::Validation | ErrorClass::NotFound | ErrorClass::Conflict => ErrorClass::Auth,
         other => other,
     };
