@@ -460,3 +460,74 @@ async fn wait_agree_retrying(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Found by the chaos soak: a shopper's first order created their KashFlow
+/// customer between the customer-sync run's read and its create, and the
+/// run parked on "DuplicateCustomerCode … is already in use". The run now
+/// links the customer the other flow created and brings it in line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_created_meanwhile_by_another_flow_is_linked_not_parked() {
+    let target = Target::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    register_user_webhook(&target, &spec.base()).await;
+    wait_for_baseline(&database).await;
+    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+
+    // The engine's create is held up; the customer appears meanwhile.
+    target.fault("kashflow/customers:latency=1500ms,method=POST");
+    oc.create_user(BUYER, &oc_user("u-race", "Rae", "Race", "rae@example.com"))
+        .await
+        .unwrap();
+    wait_until(
+        30,
+        || target.count("POST /kashflow/v2/customers") > 0,
+        || "the engine never tried to create the customer".to_owned(),
+    )
+    .await;
+    let from_order = kf_customer("OC-U-RACE", "Rae", "Race", "rae@example.com");
+    let mut from_order = serde_json::to_value(&from_order).unwrap();
+    from_order["Contacts"][0]["Telephone"] = json!("0100 000 0000");
+    target
+        .sandbox
+        .kashflow
+        .seed_customers(&[from_order])
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (k, o) = both(&kf, &oc, "OC-U-RACE", "u-race").await;
+        let parked = store_parked(&database).await;
+        assert!(parked.is_empty(), "parked: {parked:#?}");
+        if k.is_some() && k == o {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never agreed: KashFlow {k:?}, OrderCloud {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let parked = store_parked(&database).await;
+    assert!(parked.is_empty(), "parked: {parked:#?}");
+    assert!(engine.sigterm().success());
+}
+
+async fn store_parked(database: &str) -> Vec<String> {
+    let store = ledgerbridge_store::open(database).await.unwrap();
+    store
+        .list_runs(&RunFilter {
+            state: Some(RunState::Parked),
+            limit: 100,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {:?}", r.flow, r.last_error))
+        .collect()
+}

@@ -50,6 +50,22 @@ pub(crate) struct Answer {
     path: String,
 }
 
+/// A 401 met again right after new credentials were issued: the token or
+/// session was revoked in between (sessions ended under load, a token
+/// revoked by another login), not refused credentials — those fail at the
+/// login itself. Transient, so the run backs off and retries instead of
+/// parking.
+pub(crate) fn revoked_again(failure: Failure) -> Failure {
+    Failure {
+        class: ErrorClass::Transient,
+        message: format!(
+            "{} (refused again right after a new login; retrying)",
+            failure.message
+        ),
+        ..failure
+    }
+}
+
 impl Answer {
     /// `Ok(self)` for 2xx, else the classified failure.
     pub(crate) fn ok(self, system: &str) -> Result<Answer, Failure> {

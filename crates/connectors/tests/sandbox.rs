@@ -719,3 +719,58 @@ async fn xconnect_creates_then_links() {
         None
     );
 }
+
+// ----- sessions revoked again right after a renewal (found by the chaos soak) -----
+
+/// The chaos soak parked a customer-sync run on "OrderCloud 401
+/// InvalidToken": its token was revoked, renewed, and revoked again before
+/// the retried request. The login had just worked, so that is transient.
+#[tokio::test]
+async fn ordercloud_token_revoked_again_after_renewal_is_transient_not_parked() {
+    let sandbox = start(SandboxConfig::default()).await;
+    let client = ordercloud(&sandbox);
+    client.list_products(&ListOptions::default()).await.unwrap();
+    add_fault(&sandbox, "ordercloud/v1/products:expire_sessions=1");
+    let failure = client
+        .list_products(&ListOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(failure.class, ErrorClass::Transient, "{failure}");
+    sandbox.sandbox().faults.clear();
+    client.list_products(&ListOptions::default()).await.unwrap();
+}
+
+/// The same for a KashFlow session ended again right after a new login;
+/// refused credentials stay `Auth` (see above).
+#[tokio::test]
+async fn kashflow_session_ended_again_after_login_is_transient_not_parked() {
+    let sandbox = start(SandboxConfig::default()).await;
+    let client = kashflow(&sandbox);
+    client.currencies().await.unwrap();
+    add_fault(&sandbox, "kashflow/currencies:expire_sessions=1");
+    let failure = client.currencies().await.unwrap_err();
+    assert_eq!(failure.class, ErrorClass::Transient, "{failure}");
+    sandbox.sandbox().faults.clear();
+    client.currencies().await.unwrap();
+}
+
+/// Found by the chaos soak: runs parked on "KashFlow 400
+/// InvalidTemporaryToken … (while logging in)" — the sessions were ended
+/// between the login's two steps. The credentials were accepted: transient.
+#[tokio::test]
+async fn kashflow_temporary_token_ended_mid_login_is_transient_not_parked() {
+    let sandbox = start(SandboxConfig::default()).await;
+    let client = kashflow(&sandbox);
+    add_fault(
+        &sandbox,
+        "kashflow/sessiontoken:expire_sessions=1,method=PUT",
+    );
+    let failure = client.currencies().await.unwrap_err();
+    assert_eq!(failure.class, ErrorClass::Transient, "{failure}");
+    assert!(
+        failure.message.contains("InvalidTemporaryToken"),
+        "{failure}"
+    );
+    sandbox.sandbox().faults.clear();
+    client.currencies().await.unwrap();
+}

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use crate::auth::{Fresh, TokenCache};
 use crate::delivery::Target;
 use crate::error::ConfigError;
-use crate::transport::{with_query, Answer, Body, Transport};
+use crate::transport::{revoked_again, with_query, Answer, Body, Transport};
 use models::{MemorableWordPosition, Page, SessionToken, TemporaryToken};
 
 const SYSTEM: &str = "kashflow";
@@ -540,7 +540,14 @@ impl KashFlowClient {
         }
         tracing::info!(target_name = %self.target().name(), "KashFlow session refused; logging in again");
         let (token, _) = self.session(Some(generation)).await?;
-        self.send(&method, &url, &body, &token).await?.ok(SYSTEM)
+        let answer = self.send(&method, &url, &body, &token).await?;
+        if answer.status == StatusCode::UNAUTHORIZED && !is_account_locked(&answer.body) {
+            // The login has just succeeded (bad credentials fail there, as
+            // `Auth`), so this session was ended again in between: retry
+            // later rather than park the run.
+            return Err(revoked_again(answer.failure(SYSTEM)));
+        }
+        answer.ok(SYSTEM)
     }
 
     async fn send(
@@ -637,9 +644,12 @@ impl KashFlowClient {
 }
 
 /// Login refusals (400 `InvalidCredentials`, wrong characters) become
-/// `Auth`; transient failures stay transient.
+/// `Auth`; transient failures stay transient. So does an expired temporary
+/// token (`InvalidTemporaryToken`: the first step's token was ended before
+/// the second step — the credentials were accepted): log in again later.
 fn login_failure(failure: Failure) -> Failure {
     let class = match failure.class {
+        _ if failure.message.contains("InvalidTemporaryToken") => ErrorClass::Transient,
         ErrorClass::Validation | ErrorClass::NotFound | ErrorClass::Conflict => ErrorClass::Auth,
         other => other,
     };

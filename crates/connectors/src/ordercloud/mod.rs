@@ -33,7 +33,7 @@ pub use models::{
 use crate::auth::{Fresh, TokenCache};
 use crate::delivery::Target;
 use crate::error::ConfigError;
-use crate::transport::{with_query, Answer, Body, Transport};
+use crate::transport::{revoked_again, with_query, Answer, Body, Transport};
 use models::TokenResponse;
 
 const SYSTEM: &str = "ordercloud";
@@ -406,7 +406,14 @@ impl OrderCloudClient {
         }
         tracing::info!(target_name = %self.target().name(), "OrderCloud token refused; fetching a new one");
         let (token, _) = self.token(Some(generation)).await?;
-        self.send(&method, &url, &body, &token).await?.ok(SYSTEM)
+        let answer = self.send(&method, &url, &body, &token).await?;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            // The token endpoint has just accepted our credentials (bad ones
+            // fail there, as `Auth`), so this token was revoked again in
+            // between: retry later rather than park the run.
+            return Err(revoked_again(answer.failure(SYSTEM)));
+        }
+        answer.ok(SYSTEM)
     }
 
     async fn send(

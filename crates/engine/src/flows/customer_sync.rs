@@ -779,26 +779,8 @@ impl CustomerSync {
     async fn write_kashflow(&self, ctx: &mut StepCtx<'_>, plan: &Plan) -> Result<Value, Failure> {
         let record = plan.state.last.clone().unwrap_or_default();
         let code = plan.code.clone();
-        let url = format!("{}/customers/{code}", self.kashflow_url);
         if let Some(existing) = self.kashflow.get_customer(&code).await? {
-            // Only the fields this run is about: a concurrent change to
-            // another field in KashFlow is kept (and synced by its own run).
-            let before = CustomerRecord::from_customer(&existing);
-            let mut current = before.clone();
-            for field in plan.fields_for(Origin::Kashflow) {
-                current.set(field, record.get(field));
-            }
-            if current == before {
-                return Ok(json!({"skipped": "KashFlow already holds these values"}));
-            }
-            let update = current.apply_to_customer(&existing);
-            if ctx.mode == Mode::DryRun {
-                ctx.plan("PUT", &url, Some(encode(&update)?));
-            } else {
-                self.kashflow.update_customer(&code, &update).await?;
-            }
-            metrics::counter!("ledgerbridge_customer_sync_writes_total", "target" => "kashflow", "how" => "update").increment(1);
-            return Ok(json!({"updated": code}));
+            return self.update_kashflow(ctx, plan, &existing).await;
         }
         let mut customer = record.apply_to_customer(&Customer::default());
         customer.code = Some(code.clone());
@@ -820,13 +802,63 @@ impl CustomerSync {
                 planned,
                 || async move { Ok(kashflow.get_customer(code_ref).await?.and_then(|c| c.code)) },
                 || async move {
-                    let created = kashflow.create_customer(&customer).await?;
-                    Ok(created.code.unwrap_or_else(|| code_ref.clone()))
+                    match kashflow.create_customer(&customer).await {
+                        Ok(created) => Ok(created.code.unwrap_or_else(|| code_ref.clone())),
+                        // Created meanwhile by another flow (the invoice of
+                        // this customer's first order): link it.
+                        Err(f)
+                            if f.class == ErrorClass::Validation
+                                && kashflow.get_customer(code_ref).await?.is_some() =>
+                        {
+                            Ok(code_ref.clone())
+                        }
+                        Err(f) => Err(f),
+                    }
                 },
             )
             .await?;
+        // A customer created by someone else holds their values: bring this
+        // run's fields in line (nothing is written when they already agree).
+        if ctx.mode != Mode::DryRun {
+            if let Some(existing) = self.kashflow.get_customer(&created).await? {
+                let updated = self.update_kashflow(ctx, plan, &existing).await?;
+                if updated.get("updated").is_some() {
+                    return Ok(json!({"linked": created, "updated": created}));
+                }
+            }
+        }
         metrics::counter!("ledgerbridge_customer_sync_writes_total", "target" => "kashflow", "how" => "create").increment(1);
         Ok(json!({"created": created}))
+    }
+
+    /// Sets this run's fields on an existing KashFlow customer. Only those:
+    /// a concurrent change to another field in KashFlow is kept (and synced
+    /// by its own run).
+    async fn update_kashflow(
+        &self,
+        ctx: &mut StepCtx<'_>,
+        plan: &Plan,
+        existing: &Customer,
+    ) -> Result<Value, Failure> {
+        let record = plan.state.last.clone().unwrap_or_default();
+        let code = plan.code.clone();
+        let url = format!("{}/customers/{code}", self.kashflow_url);
+        let before = CustomerRecord::from_customer(existing);
+        let mut current = before.clone();
+        for field in plan.fields_for(Origin::Kashflow) {
+            current.set(field, record.get(field));
+        }
+        if current == before {
+            return Ok(json!({"skipped": "KashFlow already holds these values"}));
+        }
+        let update = current.apply_to_customer(existing);
+        if ctx.mode == Mode::DryRun {
+            ctx.plan("PUT", &url, Some(encode(&update)?));
+        } else {
+            self.kashflow.update_customer(&code, &update).await?;
+        }
+        metrics::counter!("ledgerbridge_customer_sync_writes_total", "target" => "kashflow", "how" => "update").increment(1);
+        Ok(json!({"updated": code}))
     }
 
     async fn write_ordercloud(&self, ctx: &mut StepCtx<'_>, plan: &Plan) -> Result<Value, Failure> {
