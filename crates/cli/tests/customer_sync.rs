@@ -10,39 +10,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ledgerbridge_connectors::kashflow::{Contact, Customer, KashFlowClient, KashFlowConfig};
-use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig, User};
+use ledgerbridge_connectors::kashflow::{Contact, Customer, KashFlowClient};
+use ledgerbridge_connectors::ordercloud::{OrderCloudClient, User};
 use ledgerbridge_engine::flows::customer_sync::CustomerRecord;
 use ledgerbridge_store::{RunFilter, RunState};
 use serde_json::{json, Value};
 
 const BUYER: &str = "BUYER1";
-
-fn kashflow(target: &Target) -> KashFlowClient {
-    KashFlowClient::new(
-        "test-kashflow",
-        KashFlowConfig::new(
-            format!("{}/kashflow/v2", target.base()),
-            "sim",
-            "sim-password".into(),
-            "pineapple".into(),
-        ),
-    )
-    .unwrap()
-}
-
-fn ordercloud(target: &Target) -> OrderCloudClient {
-    OrderCloudClient::new(
-        "test-ordercloud",
-        OrderCloudConfig::new(
-            format!("{}/ordercloud", target.base()),
-            "ledgerbridge-sim-client",
-            "sim-secret".into(),
-            "",
-        ),
-    )
-    .unwrap()
-}
 
 fn spec(target: &Target, database: &str, dir: &std::path::Path) -> EngineSpec {
     let mut spec = EngineSpec::new(database, dir);
@@ -242,7 +216,7 @@ async fn customers_sync_both_ways_at_once_and_echoes_are_dropped() {
     engine.wait_healthy().await;
     register_user_webhook(&target, &spec.base()).await;
     wait_for_baseline(&database).await;
-    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
 
     // A shopper signs up in OrderCloud; a customer is added in KashFlow.
     oc.create_user(
@@ -334,7 +308,7 @@ async fn a_kashflow_change_made_while_the_engine_is_down_is_synced_once_after_re
     let mut engine = Engine::spawn(&spec, &target);
     engine.wait_healthy().await;
     wait_for_baseline(&db.url).await;
-    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
     kf.create_customer(&kf_customer("RST1", "Carol", "Jones", "carol@example.com"))
         .await
         .unwrap();
@@ -384,7 +358,7 @@ async fn customer_sync_survives_errors_rate_limits_and_dropped_responses() {
     engine.wait_healthy().await;
     register_user_webhook(&target, &spec.base()).await;
     wait_for_baseline(&database).await;
-    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
 
     target.fault("kashflow/customers:error_rate=0.3,status=503");
     target.fault("kashflow/customers:commit_then_drop=0.3,method=POST");
@@ -475,7 +449,7 @@ async fn a_customer_created_meanwhile_by_another_flow_is_linked_not_parked() {
     engine.wait_healthy().await;
     register_user_webhook(&target, &spec.base()).await;
     wait_for_baseline(&database).await;
-    let (kf, oc) = (kashflow(&target), ordercloud(&target));
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
 
     // The engine's create is held up; the customer appears meanwhile.
     target.fault("kashflow/customers:latency=1500ms,method=POST");

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ledgerbridge_connectors::kashflow::{Customer, KashFlowClient, KashFlowConfig};
-use ledgerbridge_connectors::ordercloud::{OrderCloudClient, OrderCloudConfig};
+use ledgerbridge_connectors::kashflow::Customer;
 use ledgerbridge_engine::flows::customer_sync::CustomerRecord;
 use ledgerbridge_sandbox::config::SandboxConfig;
 use ledgerbridge_sandbox::driver::{self, DriverConfig, DriverCredentials};
@@ -78,35 +77,9 @@ fn soak_seed() -> u64 {
         .unwrap_or_else(rand::random)
 }
 
-fn kashflow(target: &Target) -> KashFlowClient {
-    KashFlowClient::new(
-        "soak-kashflow",
-        KashFlowConfig::new(
-            format!("{}/kashflow/v2", target.base()),
-            "sim",
-            "sim-password".into(),
-            "pineapple".into(),
-        ),
-    )
-    .unwrap()
-}
-
-fn ordercloud(target: &Target) -> OrderCloudClient {
-    OrderCloudClient::new(
-        "soak-ordercloud",
-        OrderCloudConfig::new(
-            format!("{}/ordercloud", target.base()),
-            "ledgerbridge-sim-client",
-            "sim-secret".into(),
-            "",
-        ),
-    )
-    .unwrap()
-}
-
-/// The KashFlow customer code of an OrderCloud user.
+/// The KashFlow customer code of an OrderCloud user (the order flow's).
 fn customer_code(user: &str) -> String {
-    format!("OC-{}", user.to_ascii_uppercase())
+    ledgerbridge_engine::flows::order_to_invoice::customer_code("OC-", user)
 }
 
 /// The storefront's customers (registered by the driver), by user id.
@@ -217,7 +190,7 @@ fn customer_changes(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut rng = StdRng::seed_from_u64(seed ^ 0xC057);
-        let (kf, oc) = (kashflow(&target), ordercloud(&target));
+        let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
         let names = ["Ada", "Bea", "Cyd", "Dot", "Eve", "Fay", "Gus", "Hal"];
         while !stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(150..450))).await;
@@ -423,7 +396,7 @@ fn assert_payments_applied_once(target: &Target) -> usize {
 /// OrderCloud user (waiting up to a minute for the last changes to land).
 /// Returns the customers compared.
 async fn assert_customers_agree(target: &Target) -> usize {
-    let (kf, oc) = (kashflow(target), ordercloud(target));
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let users = shoppers(target);

@@ -128,6 +128,34 @@ impl Target {
         report.order_ids
     }
 
+    /// A KashFlow client of the sandbox's account (the test's own calls).
+    pub fn kashflow_client(&self) -> ledgerbridge_connectors::kashflow::KashFlowClient {
+        ledgerbridge_connectors::kashflow::KashFlowClient::new(
+            "test-kashflow",
+            ledgerbridge_connectors::kashflow::KashFlowConfig::new(
+                format!("{}/kashflow/v2", self.base()),
+                "sim",
+                "sim-password".into(),
+                "pineapple".into(),
+            ),
+        )
+        .unwrap()
+    }
+
+    /// An OrderCloud client of the sandbox's integration client.
+    pub fn ordercloud_client(&self) -> ledgerbridge_connectors::ordercloud::OrderCloudClient {
+        ledgerbridge_connectors::ordercloud::OrderCloudClient::new(
+            "test-ordercloud",
+            ledgerbridge_connectors::ordercloud::OrderCloudConfig::new(
+                format!("{}/ordercloud", self.base()),
+                "ledgerbridge-sim-client",
+                "sim-secret".into(),
+                "",
+            ),
+        )
+        .unwrap()
+    }
+
     /// An OrderCloud access token of the sandbox's integration client.
     pub async fn ordercloud_token(&self) -> String {
         let token: Value = reqwest::Client::new()
