@@ -331,6 +331,21 @@ impl Snapshot {
         })
     }
 
+    /// The snapshot saved as the cursor of `source`; an unreadable cursor
+    /// is a failure that says what to do (`remedy`).
+    pub fn from_cursor(
+        source: &str,
+        cursor: Option<&str>,
+        remedy: &str,
+    ) -> Result<Snapshot, Failure> {
+        Snapshot::decode(cursor).map_err(|e| {
+            Failure::new(
+                ledgerbridge_core::ErrorClass::Unknown,
+                format!("{source}: {e}; {remedy}"),
+            )
+        })
+    }
+
     /// The text saved as the cursor.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(40 + self.entries.len() * 32);

@@ -1016,12 +1016,11 @@ impl PollSource for KashFlowCustomerPoll {
 
     async fn poll(&self, cursor: Option<String>) -> Result<PollBatch, Failure> {
         let first = cursor.is_none();
-        let snapshot = Snapshot::decode(cursor.as_deref()).map_err(|e| {
-            Failure::new(
-                ErrorClass::Unknown,
-                format!("{POLL_SOURCE}: {e}; delete the cursor to start again from a baseline"),
-            )
-        })?;
+        let snapshot = Snapshot::from_cursor(
+            POLL_SOURCE,
+            cursor.as_deref(),
+            "delete the cursor to start again from a baseline",
+        )?;
         let customers = self.kashflow.list_customers().await?;
         let listed = customers.len();
         let mut records = BTreeMap::new();

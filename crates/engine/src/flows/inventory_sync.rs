@@ -654,12 +654,11 @@ impl PollSource for KashFlowStockPoll {
 
     async fn poll(&self, cursor: Option<String>) -> Result<PollBatch, Failure> {
         let first = cursor.is_none();
-        let snapshot = Snapshot::decode(cursor.as_deref()).map_err(|e| {
-            Failure::new(
-                ErrorClass::Unknown,
-                format!("{POLL_SOURCE}: {e}; delete the cursor to sync every product again"),
-            )
-        })?;
+        let snapshot = Snapshot::from_cursor(
+            POLL_SOURCE,
+            cursor.as_deref(),
+            "delete the cursor to sync every product again",
+        )?;
         let products = self.kashflow.list_products().await?;
         let listed = products.len();
         let (changes, next) = stock_changes(&snapshot, &products);
