@@ -55,6 +55,13 @@ fn a_good_flow_validates() {
 }
 
 #[test]
+fn the_mapping_benchmark_floor_flow_validates() {
+    let (code, out, err) = cli_in(&repo(), &["validate", "flows/bench/mapping-floor.yaml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("flow mapping-floor version 0+"), "{out}");
+}
+
+#[test]
 fn validate_names_an_unknown_key_with_its_path_and_position() {
     let flow = GOOD.replace("      method: POST", "      methd: POST");
     insta::assert_snapshot!("unknown_key", validate_errors(&flow));

@@ -264,27 +264,33 @@ impl<'a> StepCtx<'a> {
         // attempt (ours or a dead run's) may have reached the target.
         if !begun.inserted {
             if let Some(found) = exists().await? {
-                self.link(key, found.clone(), "linked_existing", &planned);
+                self.link(key, found.clone(), "linked_existing", planned);
                 return Ok(found);
             }
         }
         let created = create().await?;
-        self.link(key, created.clone(), "created", &planned);
+        self.link(key, created.clone(), "created", planned);
         Ok(created)
     }
 
     /// Queues the link and its audit entry for the step's commit.
-    fn link(&mut self, key: BusinessKey, external_id: String, how: &str, planned: &PlannedRequest) {
+    /// The planned request moves into the audit entry: its body (an
+    /// invoice with all its lines) is not copied.
+    fn link(&mut self, key: BusinessKey, external_id: String, how: &str, planned: PlannedRequest) {
+        let mut request = serde_json::Map::with_capacity(3);
+        request.insert("method".to_owned(), Value::String(planned.method));
+        request.insert("url".to_owned(), Value::String(planned.url));
+        request.insert("body".to_owned(), planned.body.unwrap_or(Value::Null));
+        let mut detail = serde_json::Map::with_capacity(3);
+        detail.insert("key".to_owned(), Value::String(key.to_string()));
+        detail.insert("external_id".to_owned(), Value::String(external_id.clone()));
+        detail.insert("request".to_owned(), Value::Object(request));
         self.audits.push(NewAudit {
             run_id: Some(self.run.id),
             event_id: self.run.event_id,
             flow_version: Some(self.run.flow_version.clone()),
             action: format!("{}.{how}", key.kind),
-            detail: serde_json::json!({
-                "key": key.to_string(),
-                "external_id": external_id,
-                "request": {"method": planned.method, "url": planned.url, "body": planned.body},
-            }),
+            detail: Value::Object(detail),
         });
         self.links.push(Link { key, external_id });
     }

@@ -415,7 +415,7 @@ pub async fn execute(
         if !ctx.warnings.is_empty() {
             tracing::warn!(run = %run.id, flow = %run.flow, step, warnings = ctx.warnings.len(), "{}", ctx.warnings.join("; "));
         }
-        let output = match result {
+        let mut output = match result {
             Ok(output) => output,
             Err(failure) => {
                 // Writes the step made before it failed are known done:
@@ -432,7 +432,8 @@ pub async fn execute(
         if let Some(lease) = lease {
             let record = StepRecord {
                 step: step.to_owned(),
-                output: output.clone(),
+                // Moved into the commit and given back by it: not copied.
+                output: std::mem::take(&mut output),
                 attempts: run.attempts.max(1),
                 started_at,
                 finished_at: Utc::now(),
@@ -446,7 +447,10 @@ pub async fn execute(
                 finish: last.then_some(RunOutcome::Succeeded),
             };
             match store.commit_step(lease, commit).await {
-                Ok(()) => finished = last,
+                Ok(committed) => {
+                    output = committed;
+                    finished = last;
+                }
                 Err(StoreError::LeaseLost(_)) => return Execution::LeaseLost,
                 Err(err) => {
                     return Execution::Failed {

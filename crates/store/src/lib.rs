@@ -376,12 +376,15 @@ pub trait Store: Send + Sync + 'static {
     async fn record_step(&self, lease: &Lease, step: &StepRecord) -> Result<()> {
         self.commit_step(lease, StepCommit::record(step.clone()))
             .await
+            .map(drop)
     }
 
     /// Commits a step with its links, audit entries and (optionally) the
     /// end of the run, all or nothing. `LeaseLost` if the lease is not
     /// current; `InvalidState` if a key is linked to another object.
-    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<()>;
+    /// Gives the step's output back, so the caller keeps it for the next
+    /// steps without copying it.
+    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<Value>;
 
     /// Ends this attempt. `LeaseLost` if the lease is not current.
     /// `Retry` keeps `first_failure_at` if set, else sets it to now;

@@ -468,10 +468,11 @@ impl Store for PgStore {
         Ok(ids.into_iter().filter(|id| !kept.contains(id)).collect())
     }
 
-    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<()> {
+    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<Value> {
         if commit.is_single_write() {
             let mut conn = self.pool.acquire().await.map_err(|e| map_error(&e))?;
-            return record_step_in(&mut conn, lease, &commit.record).await;
+            record_step_in(&mut conn, lease, &commit.record).await?;
+            return Ok(commit.record.output);
         }
         let mut tx = self.pool.begin().await.map_err(|e| map_error(&e))?;
         record_step_in(&mut tx, lease, &commit.record).await?;
@@ -486,7 +487,7 @@ impl Store for PgStore {
             audit_in(&mut tx, entry).await?;
         }
         tx.commit().await.map_err(|e| map_error(&e))?;
-        Ok(())
+        Ok(commit.record.output)
     }
 
     async fn finish(&self, lease: &Lease, outcome: RunOutcome) -> Result<()> {

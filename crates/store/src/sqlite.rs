@@ -546,17 +546,18 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<()> {
+    async fn commit_step(&self, lease: &Lease, commit: StepCommit) -> Result<Value> {
         let atomicity = if commit.is_single_write() {
             Atomicity::Statement
         } else {
             Atomicity::Savepoint
         };
         // Rendered here, on the caller's thread, not on the writer's.
-        let prepared = ops::PreparedCommit::new(lease, commit);
+        let (prepared, output) = ops::PreparedCommit::new(lease, commit);
         self.writer
             .write(atomicity, move |conn| ops::commit_step(conn, prepared))
-            .await
+            .await?;
+        Ok(output)
     }
 
     async fn finish(&self, lease: &Lease, outcome: RunOutcome) -> Result<()> {

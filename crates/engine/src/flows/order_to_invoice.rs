@@ -721,6 +721,29 @@ fn kf_line(
     }
 }
 
+/// Who placed an order: the only fields the customer and contact steps
+/// read, decoded without the rest of the journaled order.
+#[derive(Deserialize)]
+struct Party {
+    #[serde(rename = "FromUserID", default)]
+    from_user_id: Option<String>,
+    #[serde(rename = "FromUser", default)]
+    from_user: Option<ledgerbridge_connectors::ordercloud::User>,
+    #[serde(rename = "BillingAddress", default)]
+    billing_address: Option<Address>,
+}
+
+/// The journaled order, with only who placed it.
+fn party_of(value: &Value) -> Result<Order, Failure> {
+    let party: Party = decode(value, "order")?;
+    Ok(Order {
+        from_user_id: party.from_user_id,
+        from_user: party.from_user,
+        billing_address: party.billing_address,
+        ..Order::default()
+    })
+}
+
 fn decode<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> Result<T, Failure> {
     T::deserialize(value).map_err(|e| {
         Failure::new(
@@ -780,7 +803,7 @@ impl Flow for OrderToInvoice {
                 Ok(json!({ "order": encode(&order)?, "lines": encode(&lines)? }))
             }
             "customer" => {
-                let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
+                let order = party_of(&ctx.output("get_order")?["order"])?;
                 let user_id = order
                     .from_user_id
                     .clone()
@@ -825,7 +848,7 @@ impl Flow for OrderToInvoice {
                 let Some(xconnect) = &self.xconnect else {
                     return Ok(json!({"skipped": "no xConnect connection"}));
                 };
-                let order: Order = decode(&ctx.output("get_order")?["order"], "order")?;
+                let order = party_of(&ctx.output("get_order")?["order"])?;
                 let user = order.from_user.clone().unwrap_or_default();
                 let user_id = order
                     .from_user_id

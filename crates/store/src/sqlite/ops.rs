@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ledgerbridge_core::BusinessKey;
 use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{intent_from_row, journal, json_text, map_error, run_from_row, INTENT_COLUMNS};
@@ -256,14 +257,15 @@ pub(super) struct PreparedCommit {
 }
 
 impl PreparedCommit {
-    pub(super) fn new(lease: &Lease, commit: StepCommit) -> Self {
+    /// The commit rendered, and the step's output given back.
+    pub(super) fn new(lease: &Lease, commit: StepCommit) -> (Self, Value) {
         let StepCommit {
             record,
             links,
             audits,
             finish,
         } = commit;
-        PreparedCommit {
+        let prepared = PreparedCommit {
             lease: lease.clone(),
             output: json_text(&record.output),
             step: record.step,
@@ -279,7 +281,8 @@ impl PreparedCommit {
                 })
                 .collect(),
             finish,
-        }
+        };
+        (prepared, record.output)
     }
 }
 
