@@ -67,7 +67,7 @@ fn main() -> std::process::ExitCode {
     let mut config = match config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            logging::say_err(format_args!("error: {err:#}"));
             return std::process::ExitCode::from(2);
         }
     };
@@ -84,7 +84,7 @@ fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            logging::say_err(format_args!("error: cannot start the async runtime: {err}"));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -109,7 +109,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            logging::say_err(format_args!("error: {err:#}"));
             std::process::ExitCode::FAILURE
         }
     }

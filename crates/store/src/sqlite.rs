@@ -850,6 +850,41 @@ mod tests {
         assert!(store.cursor("c").await.expect("read").is_none());
     }
 
+    /// Found with the engine's log on a full disk: a panic on the writer
+    /// thread (then: a log line that could not be written) ended it, and
+    /// every later write failed with "sqlite writer has stopped" although
+    /// the disk had room again.
+    #[tokio::test]
+    async fn the_writer_thread_survives_a_panic_in_a_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_in(&dir).await;
+        let before = event("before", vec![1]);
+        store.ingest(before.clone(), vec![]).await.expect("ingest");
+        let result = store
+            .writer
+            .write(Atomicity::Savepoint, |conn| -> Result<()> {
+                conn.execute_batch("DELETE FROM events")
+                    .map_err(|e| map_error(&e))?;
+                panic!("a bug in a write job");
+            })
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "the panicking batch fails: {result:?}"
+        );
+        assert!(
+            store.event(before.id).await.expect("read").is_some(),
+            "nothing of the panicking batch was committed"
+        );
+        let after = event("after", vec![2]);
+        store
+            .ingest(after.clone(), vec![])
+            .await
+            .expect("the store still writes");
+        assert!(store.event(after.id).await.expect("read").is_some());
+        store.ping().await.expect("ready again");
+    }
+
     #[tokio::test]
     async fn writes_are_durable_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use ledgerbridge_core::Failure;
 use ledgerbridge_engine::{Engine, EngineConfig, Flow, FlowRegistry, StepCtx, Trigger};
 use ledgerbridge_server::{AppState, OrderCloudSource, ServerConfig, SourcesConfig};
-use ledgerbridge_store::{NewEvent, NewRun, RunState, Store};
+use ledgerbridge_store::{NewRun, RunState, Store};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -27,8 +27,9 @@ pub enum BenchCommand {
     /// Engine overhead: runs of a flow whose steps do nothing, so all the
     /// time is claiming, journaling and finishing.
     Engine(EngineArgs),
-    /// Resident memory idle and with a large backlog queued.
-    Memory(MemoryArgs),
+    /// Resident memory idle, with a large backlog queued, while the target
+    /// is down, and while the backlog drains at the target's rate limit.
+    Memory(crate::commands::bench_memory::MemoryArgs),
     /// The order→invoice workload end to end against the sandbox: orders/s,
     /// latency from webhook to order patch, CPU per order, peak RSS.
     Orders(crate::commands::bench_orders::OrdersArgs),
@@ -73,14 +74,6 @@ pub struct EngineArgs {
     pub workers: usize,
 }
 
-/// Flags of `bench memory`.
-#[derive(Debug, Args)]
-pub struct MemoryArgs {
-    /// Events to queue.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: usize,
-}
-
 const HASH_KEY: &str = "bench-hash-key";
 const SUBMIT_ROUTE: &str = "v1/orders/{direction}/{orderID}/submit";
 
@@ -97,7 +90,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Memory(args) => {
             let (store, _scratch) = open_store(&config).await?;
-            memory(store, args).await
+            crate::commands::bench_memory::run(store, args).await
         }
         BenchCommand::Orders(args) => crate::commands::bench_orders::run(config, args).await,
         BenchCommand::Mapping(args) => crate::commands::bench_mapping::run(args),
@@ -388,69 +381,4 @@ pub(crate) fn proc_status_mib(field: &str) -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
-}
-
-async fn memory(store: Arc<dyn Store>, args: MemoryArgs) -> anyhow::Result<()> {
-    let mut flows = FlowRegistry::new();
-    flows.register(Arc::new(NoopFlow::new(1, true)));
-    let idle_engine = Engine::new(store.clone(), flows.clone(), EngineConfig::default()).start();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("memory: idle engine RSS {:.1} MiB", rss_mib());
-    idle_engine.shutdown().await;
-    let started = Instant::now();
-    let concurrency = 64;
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let store = store.clone();
-        let next = next.clone();
-        let total = args.events;
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                let now = Utc::now();
-                let body = format!("{{\"i\":{i}}}").into_bytes();
-                store
-                    .ingest(
-                        NewEvent {
-                            id: Uuid::now_v7(),
-                            source: "bench".to_owned(),
-                            dedupe_key: i.to_string(),
-                            received_at: now,
-                            headers: json!({}),
-                            body,
-                        },
-                        vec![NewRun {
-                            id: Uuid::now_v7(),
-                            flow: "bench-noop".to_owned(),
-                            flow_version: "1".to_owned(),
-                            input: json!({"i": i}),
-                            not_before: now,
-                        }],
-                    )
-                    .await?;
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    println!(
-        "memory: queued {} events in {:.1} s; RSS {:.1} MiB",
-        args.events,
-        started.elapsed().as_secs_f64(),
-        rss_mib()
-    );
-    let engine = Engine::new(store.clone(), flows, EngineConfig::default()).start();
-    let mut peak: f64 = 0.0;
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        peak = peak.max(rss_mib());
-    }
-    engine.shutdown().await;
-    println!("memory: engine working a {}-event backlog against a target that is down: peak RSS {:.1} MiB", args.events, peak);
-    Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_mapping;
+pub mod bench_memory;
 pub mod bench_orders;
 pub mod bench_poll;
 pub mod bench_reconcile;

@@ -31,7 +31,10 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<()> {
         config.server.listen = listen;
     }
     let app = App::start(&config).await?;
-    println!("ledgerbridge listening on http://{}", app.addr);
+    crate::logging::say(format_args!(
+        "ledgerbridge listening on http://{}",
+        app.addr
+    ));
     shutdown_signal().await;
     app.stop().await;
     Ok(())

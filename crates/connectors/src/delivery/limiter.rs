@@ -2,11 +2,17 @@
 //! a global pause after a 429, and a learned request rate.
 //!
 //! The learned rate is what keeps a rate-limited target from a 429 storm:
-//! a 429 with `Retry-After: r` says "about one request per r", so from then
-//! on requests are paced at `1/r` per second with no burst, and the rate
-//! creeps up by [`LEARNED_RATE_GROWTH`] per success until the next 429
-//! pulls it back. Against a token bucket of N per minute this settles just
-//! under N per minute with a 429 only every few dozen requests.
+//! after a 429, requests are paced evenly (no burst) at a rate learned from
+//! it, and the rate creeps up by [`LEARNED_RATE_GROWTH`] per success until
+//! the next 429 pulls it back. The rate a 429 teaches is
+//! [`LEARNED_RATE_SHARE`] of what the target accepted over the last
+//! [`OBSERVED_SECS`] seconds — it did accept that — and `1/r` for a
+//! `Retry-After: r` only when too little was accepted to tell (a first
+//! contact). `Retry-After` comes in whole seconds, so `1/r` alone taught
+//! every target one request per second: a 600/min limit drained at about
+//! 130/min, each 429 pulling the rate back to 60/min. Against a token bucket
+//! of N per minute the rate now settles under N per minute with a 429 every
+//! few dozen requests.
 //!
 //! A [`Target`] is created once per connection and cloned into every worker
 //! of the process, so all callers of one target share its budget. Nothing
@@ -32,6 +38,16 @@ pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(300);
 
 /// Growth of the learned rate per successful request (0.5 %).
 pub const LEARNED_RATE_GROWTH: f64 = 1.005;
+
+/// Share of the recently accepted rate that a 429 teaches.
+pub const LEARNED_RATE_SHARE: f64 = 0.9;
+
+/// Seconds of accepted requests a 429 looks back on.
+pub const OBSERVED_SECS: usize = 10;
+
+/// Fewest accepted requests in [`OBSERVED_SECS`] that say a rate; with
+/// fewer, a 429 teaches `1/Retry-After`.
+const MIN_OBSERVED: u32 = 5;
 
 /// A learned rate above this (requests/s) is forgotten: the target has
 /// stopped limiting us.
@@ -106,6 +122,53 @@ struct State {
     paused_until: Option<Instant>,
     /// Requests/s learned from 429s, if the target has limited us.
     learned_rate: Option<f64>,
+    /// Requests the target accepted, per second, over the last
+    /// [`OBSERVED_SECS`] seconds.
+    accepted: Accepted,
+}
+
+/// Accepted requests per second over a sliding window of
+/// [`OBSERVED_SECS`] one-second slots (constant memory at any rate).
+struct Accepted {
+    started: Instant,
+    slots: [u32; OBSERVED_SECS],
+    /// The second (since `started`) the newest slot counts.
+    current: u64,
+}
+
+impl Accepted {
+    fn new(now: Instant) -> Self {
+        Accepted {
+            started: now,
+            slots: [0; OBSERVED_SECS],
+            current: 0,
+        }
+    }
+
+    /// Moves the window to `now`, clearing the seconds it passed.
+    fn advance(&mut self, now: Instant) -> usize {
+        let second = now.saturating_duration_since(self.started).as_secs();
+        if second > self.current {
+            let passed = (second - self.current).min(OBSERVED_SECS as u64);
+            for back in 0..passed {
+                self.slots[((second - back) % OBSERVED_SECS as u64) as usize] = 0;
+            }
+            self.current = second;
+        }
+        (self.current % OBSERVED_SECS as u64) as usize
+    }
+
+    fn record(&mut self, now: Instant) {
+        let slot = self.advance(now);
+        self.slots[slot] = self.slots[slot].saturating_add(1);
+    }
+
+    /// Requests/s accepted over the window, if enough to tell.
+    fn rate(&mut self, now: Instant) -> Option<f64> {
+        self.advance(now);
+        let total: u32 = self.slots.iter().sum();
+        (total >= MIN_OBSERVED).then(|| f64::from(total) / OBSERVED_SECS as f64)
+    }
 }
 
 enum Step {
@@ -176,6 +239,7 @@ impl Inner {
             let before = state.limit;
             match outcome {
                 Some(Outcome::Success | Outcome::Rejected) if epoch == state.epoch => {
+                    state.accepted.record(Instant::now());
                     if let Some(rate) = state.learned_rate {
                         let grown = rate * LEARNED_RATE_GROWTH;
                         state.learned_rate = (grown < LEARNED_RATE_CEILING).then_some(grown);
@@ -230,6 +294,7 @@ impl Target {
                 refilled_at: Instant::now(),
                 paused_until: None,
                 learned_rate: None,
+                accepted: Accepted::new(Instant::now()),
             }),
             limits,
             changed: Notify::new(),
@@ -342,7 +407,8 @@ impl Target {
     /// later [`Target::acquire`] of every caller waits until the pause ends.
     /// Without `retry_after` the pause is [`DEFAULT_RATE_LIMIT_PAUSE`]; it is
     /// capped at [`MAX_RATE_LIMIT_PAUSE`]. A shorter pause never cuts a
-    /// longer one already in force.
+    /// longer one already in force. From then on requests are paced at the
+    /// learned rate (see the module docs), never raised by a 429.
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
         let pause = retry_after
             .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
@@ -353,9 +419,15 @@ impl Target {
             if state.paused_until.is_none_or(|current| current < until) {
                 state.paused_until = Some(until);
             }
-            // "One request per `pause`" — never faster than already learned.
-            let hinted = 1.0 / pause.as_secs_f64().max(0.001);
-            let learned = state.learned_rate.map_or(hinted, |r| r.min(hinted));
+            // What the target accepted lately, a little less; "one request
+            // per `pause`" only when it accepted too little to tell. Never
+            // faster than already learned.
+            let now = Instant::now();
+            let taught = match state.accepted.rate(now) {
+                Some(accepted) => accepted * LEARNED_RATE_SHARE,
+                None => 1.0 / pause.as_secs_f64().max(0.001),
+            };
+            let learned = state.learned_rate.map_or(taught, |r| r.min(taught));
             state.learned_rate = Some(learned);
             // The bucket restarts empty at the end of the pause.
             state.tokens = 0.0;

@@ -446,3 +446,44 @@ proptest! {
         });
     }
 }
+
+/// Found by `bench memory`: a backlog drained against a 600/min limit at
+/// about 130/min. `Retry-After` is whole seconds, so every 429 taught one
+/// request per second, whatever the target had just accepted. Against a
+/// token bucket of 600/min (burst 100, `Retry-After` rounded up like the
+/// sandbox's), one minute of virtual time must now deliver most of the
+/// limit, with few 429s.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_target_is_paced_near_its_limit_not_at_one_per_retry_after() {
+    let target = Target::new("t", limits(16, 1));
+    let (per_second, capacity) = (10.0_f64, 100.0_f64);
+    let mut tokens = capacity;
+    let mut refilled = tokio::time::Instant::now();
+    let start = refilled;
+    let (mut accepted, mut refused) = (0u32, 0u32);
+    while start.elapsed() < Duration::from_secs(120) {
+        let permit = target.acquire().await;
+        let now = tokio::time::Instant::now();
+        tokens = (tokens + now.duration_since(refilled).as_secs_f64() * per_second).min(capacity);
+        refilled = now;
+        if tokens >= 1.0 {
+            tokens -= 1.0;
+            permit.success();
+            // The second minute only: the first holds the burst.
+            if start.elapsed() >= Duration::from_secs(60) {
+                accepted += 1;
+            }
+        } else {
+            let wait = ((1.0 - tokens) / per_second).ceil().max(1.0);
+            target.on_rate_limited(Some(Duration::from_secs_f64(wait)));
+            permit.overloaded();
+            refused += 1;
+        }
+    }
+    assert!(
+        accepted >= 420,
+        "{accepted} accepted in the second minute against a limit of 600/min ({refused} refused, learned {:?}/s)",
+        target.learned_rate()
+    );
+    assert!(refused <= 60, "{refused} refused in two minutes");
+}

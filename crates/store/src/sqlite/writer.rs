@@ -14,6 +14,10 @@
 //! If a job hits an infrastructure error (I/O, disk full, read-only) or the
 //! commit itself fails, the whole batch is rolled back and every caller in
 //! it hears [`StoreError::Unavailable`]: nothing of the batch is on disk.
+//! A panic while running a batch is caught and treated the same way, with
+//! the connection reopened: the writer thread outlives it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -171,7 +175,21 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let committed = self.run_batch(&mut batch);
+            // A panic in a batch (a bug in a job, or in what it calls) fails
+            // that batch, not the store: unwinding past here would end the
+            // only writer, and every later write would fail until restart.
+            let committed = match catch_unwind(AssertUnwindSafe(|| self.run_batch(&mut batch))) {
+                Ok(committed) => committed,
+                Err(panic) => {
+                    // The connection may be inside the batch's transaction:
+                    // closing it rolls that back; the next batch reopens.
+                    self.conn = None;
+                    Err(format!(
+                        "write not committed: the sqlite writer panicked: {}",
+                        panic_text(panic.as_ref())
+                    ))
+                }
+            };
             if let Err(reason) = &committed {
                 tracing::warn!(jobs = batch.len(), %reason, "sqlite write batch failed");
             }
@@ -209,6 +227,17 @@ impl Writer {
             self.conn = None;
         }
         Err(format!("write not committed: {detail}"))
+    }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }
 
