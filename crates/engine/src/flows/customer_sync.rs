@@ -24,6 +24,9 @@
 //! - equal: the baseline;
 //! - empty on one side: filled from the other;
 //! - owned (see below): the owner's value;
+//! - changed on one side only, when the record both started from is known
+//!   (the order flow notes what it created a KashFlow customer with: the
+//!   order's copy of the user, [`base_name`]): the side that moved;
 //! - changed by this very event — the keys of an OrderCloud PATCH or PUT
 //!   body, the fields the KashFlow poll saw change (its snapshot keeps a
 //!   short hash per field): the origin's value, as for any later change;
@@ -361,6 +364,41 @@ async fn save_state(ctx: &StepCtx<'_>, code: &str, state: &SyncState) -> Result<
         .map_err(store_failure)
 }
 
+/// The store cursor holding the record a customer was created with in
+/// KashFlow by the order flow (from the order's copy of the user): the two
+/// records' common ancestor at the customer's first sync.
+pub fn base_name(code: &str) -> String {
+    format!("customer-sync-base:{code}")
+}
+
+/// Notes `record` as the record KashFlow customer `code` was created with
+/// (by another flow; see [`base_name`]).
+pub async fn save_base(
+    ctx: &StepCtx<'_>,
+    code: &str,
+    record: &CustomerRecord,
+) -> Result<(), Failure> {
+    if ctx.mode == Mode::DryRun {
+        return Ok(());
+    }
+    let text = serde_json::to_string(record)
+        .map_err(|e| Failure::new(ErrorClass::Unknown, format!("encoding a base record: {e}")))?;
+    ctx.store()
+        .set_cursor(&base_name(code), &text)
+        .await
+        .map_err(store_failure)
+}
+
+async fn load_base(ctx: &StepCtx<'_>, code: &str) -> Result<Option<CustomerRecord>, Failure> {
+    let text = ctx
+        .store()
+        .cursor(&base_name(code))
+        .await
+        .map_err(store_failure)?;
+    // Unreadable: as if unknown (the first sync then leaves differences unsettled).
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
 /// Where a run's event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -406,6 +444,9 @@ pub struct Seen {
     /// keys of an OrderCloud PATCH or PUT body, the fields the KashFlow
     /// poll saw change. Empty for a creation, or when it cannot tell.
     pub named: Vec<String>,
+    /// The record both sides started from, when known: what the order flow
+    /// created the KashFlow customer with (read with the counterpart).
+    pub base: Option<CustomerRecord>,
 }
 
 /// The flow.
@@ -554,6 +595,7 @@ impl CustomerSync {
                     .get_user(&state.buyer_id, &state.user_id)
                     .await?;
                 seen.counterpart = user.as_ref().map(CustomerRecord::from_user);
+                seen.base = load_base(ctx, &code).await?;
             }
             return Ok(decide(
                 &self.settings,
@@ -586,6 +628,7 @@ impl CustomerSync {
         if state.last.is_none() {
             let customer = self.kashflow.get_customer(&code).await?;
             seen.counterpart = customer.as_ref().map(CustomerRecord::from_customer);
+            seen.base = load_base(ctx, &code).await?;
         }
         Ok(decide(
             &self.settings,
@@ -720,6 +763,7 @@ fn first_sync_with_counterpart(
         if mine == theirs {
             continue;
         }
+        let base = seen.base.as_ref().map(|b| b.get(field));
         let winner = if theirs.is_empty() {
             Some(origin)
         } else if mine.is_empty() {
@@ -728,6 +772,9 @@ fn first_sync_with_counterpart(
             match settings.owner(field) {
                 Owner::Ordercloud => Some(Origin::Ordercloud),
                 Owner::Kashflow => Some(Origin::Kashflow),
+                // Only one side moved away from the common ancestor: its change.
+                Owner::Latest if base == Some(theirs) => Some(origin),
+                Owner::Latest if base == Some(mine) => Some(other_side),
                 Owner::Latest if seen.named.iter().any(|n| n == field) => Some(origin),
                 Owner::Latest => None,
             }
@@ -1450,6 +1497,7 @@ mod tests {
         Seen {
             counterpart: None,
             named: fields.iter().map(|f| (*f).to_owned()).collect(),
+            base: None,
         }
     }
 
@@ -1608,6 +1656,53 @@ mod tests {
             &named(&["phone"]),
         );
         assert_eq!(echo.action, "none");
+    }
+
+    /// Found by the chaos soak: the KashFlow customer (made by the order
+    /// flow) was changed before the poll first listed it, so the poll's event
+    /// was a creation naming nothing, and the delayed "user created" webhook
+    /// had left the field unsettled for good. The record the order flow
+    /// created the customer with tells which side moved.
+    #[test]
+    fn a_first_sync_knowing_the_created_record_lets_the_side_that_moved_win() {
+        let settings = CustomerSyncSettings::default();
+        let base = record("Ben", "Okafor", "ben@x", "");
+        let seen = Seen {
+            base: Some(base.clone()),
+            ..counterpart(record("Ben", "Cydson", "ben@x", ""), &[])
+        };
+        let from_ordercloud = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ben", "Okafor", "ben@x", ""),
+            &seen,
+        );
+        assert_eq!(from_ordercloud.taken, vec!["last_name"], "KashFlow moved");
+        assert!(from_ordercloud.changed.is_empty());
+        assert!(from_ordercloud.state.unsettled.is_empty());
+        assert_eq!(
+            from_ordercloud.state.last,
+            Some(record("Ben", "Cydson", "ben@x", ""))
+        );
+        // From KashFlow, with OrderCloud the side that moved: OrderCloud's
+        // first name is taken, KashFlow's last name sent.
+        let seen = Seen {
+            base: Some(base),
+            ..counterpart(record("Benedict", "Okafor", "ben@x", ""), &[])
+        };
+        let from_kashflow = decide(
+            &settings,
+            Origin::Kashflow,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ben", "Cydson", "ben@x", ""),
+            &seen,
+        );
+        assert_eq!(from_kashflow.taken, vec!["first_name"]);
+        assert_eq!(from_kashflow.changed, vec!["last_name"]);
+        assert!(from_kashflow.state.unsettled.is_empty());
     }
 
     #[test]

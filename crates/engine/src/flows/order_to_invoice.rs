@@ -23,6 +23,7 @@
 //! finds the invoice in the ledger and only settles and marks.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::flow::{Flow, Mode, PlannedRequest, StepCtx, Trigger};
+use crate::flows::customer_sync::{self, CustomerRecord};
 use crate::flows::mapped_invoice::FlowFileMapping;
 use crate::flows::payments::{is_payment_flow_reference, order_status_reference};
 
@@ -797,6 +799,9 @@ impl Flow for OrderToInvoice {
                 };
                 let kashflow = &self.kashflow;
                 let code_ref = &code;
+                let base = CustomerRecord::from_customer(&customer);
+                let created_here = AtomicBool::new(false);
+                let created_flag = &created_here;
                 let linked = ctx
                     .write_once(
                         key,
@@ -806,7 +811,10 @@ impl Flow for OrderToInvoice {
                         },
                         || async move {
                             match kashflow.create_customer(&customer).await {
-                                Ok(created) => Ok(created.code.unwrap_or_else(|| code_ref.clone())),
+                                Ok(created) => {
+                                    created_flag.store(true, Ordering::SeqCst);
+                                    Ok(created.code.unwrap_or_else(|| code_ref.clone()))
+                                }
                                 // Created meanwhile by someone else: link it.
                                 Err(f)
                                     if f.class == ErrorClass::Validation
@@ -819,6 +827,11 @@ impl Flow for OrderToInvoice {
                         },
                     )
                     .await?;
+                // What KashFlow got is what OrderCloud held when the order was
+                // placed: customer sync's common ancestor of the two records.
+                if created_here.load(Ordering::SeqCst) {
+                    customer_sync::save_base(ctx, &linked, &base).await?;
+                }
                 Ok(json!({ "code": linked }))
             }
             "contact" => {
