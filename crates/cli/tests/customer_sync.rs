@@ -652,3 +652,67 @@ async fn a_first_sync_from_kashflow_does_not_revert_a_newer_ordercloud_change() 
     assert!(parked.is_empty(), "parked: {parked:#?}");
     assert!(engine.sigterm().success());
 }
+
+/// Found by the chaos soak (seed 6070026202691978922): a shopper's first
+/// order made their KashFlow customer, KashFlow changed its last name
+/// before the poll had ever listed it (so the poll's event was a creation,
+/// naming no field), and the delayed "user created" webhook's first sync
+/// could not tell which side was newer: the field was left unsettled for
+/// good and the two systems disagreed. The order flow now notes what it
+/// created the customer with, and the side that moved away from it wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kashflow_change_made_before_the_poll_first_saw_the_customer_is_not_lost() {
+    const LIST: &str = "GET /kashflow/v2/customers";
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // The poll's next look at KashFlow's customers waits at the door.
+    target.hold(LIST);
+    wait_until(
+        30,
+        || target.held_waiting() > 0,
+        || "the engine never listed KashFlow's customers again".to_owned(),
+    )
+    .await;
+    // A shopper signs up and orders; the order flow creates their customer.
+    let orders = target.place_orders(1, "SO-BASE-").await;
+    let order = &target.orders()[&orders[0]];
+    let user_id = order["FromUserID"].as_str().unwrap().to_owned();
+    let code = ledgerbridge_engine::flows::order_to_invoice::customer_code("OC-", &user_id);
+    submit_all(&spec.base(), &orders).await;
+    wait_until(
+        60,
+        || target.invoices_by_reference().contains_key(&orders[0]),
+        || "the order was never invoiced".to_owned(),
+    )
+    .await;
+    // KashFlow changes the last name before the poll has seen the customer.
+    let mut customer = kf.get_customer(&code).await.unwrap().unwrap();
+    customer.contacts.as_mut().unwrap()[0].last_name = Some("Cydson".to_owned());
+    let update = Customer {
+        contacts: customer.contacts.clone(),
+        ..Customer::default()
+    };
+    kf.update_customer(&code, &update).await.unwrap();
+
+    // The delayed "user created" webhook is processed first.
+    let user = oc.get_user(BUYER, &user_id).await.unwrap().unwrap();
+    let client = reqwest::Client::new();
+    let created = user_envelope("POST", &user, &serde_json::to_value(&user).unwrap());
+    deliver(&client, &spec.base(), &created).await;
+    wait_for_plan(&database, "ordercloud", 1).await;
+    target.release(LIST);
+
+    let mut want = CustomerRecord::from_user(&user);
+    want.last_name = "Cydson".to_owned();
+    wait_agree(&kf, &oc, &code, &user_id, &want).await;
+    let parked = store_parked(&database).await;
+    assert!(parked.is_empty(), "parked: {parked:#?}");
+    assert!(engine.sigterm().success());
+}

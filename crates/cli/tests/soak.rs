@@ -187,8 +187,8 @@ fn payer(target: Arc<Target>, seed: u64, stop: Arc<AtomicBool>) -> tokio::task::
 /// may have landed, so it is kept beside the last confirmed one.
 #[derive(Debug, Default)]
 struct Written {
-    ordercloud: BTreeMap<(String, &'static str), Vec<String>>,
-    kashflow: BTreeMap<String, Vec<CustomerRecord>>,
+    ordercloud: BTreeMap<(String, &'static str), Vec<(String, bool)>>,
+    kashflow: BTreeMap<String, Vec<(CustomerRecord, bool)>>,
 }
 
 impl Written {
@@ -197,7 +197,7 @@ impl Written {
         if confirmed {
             values.clear();
         }
-        values.push(value.to_owned());
+        values.push((value.to_owned(), confirmed));
     }
 
     fn kashflow(&mut self, user: &str, record: CustomerRecord, confirmed: bool) {
@@ -205,18 +205,33 @@ impl Written {
         if confirmed {
             records.clear();
         }
-        records.push(record);
+        records.push((record, confirmed));
     }
 
     /// The values `field` of `user` may end with if no update was lost:
-    /// the last written on either side (empty: never written).
+    /// the last confirmed write on either side, or a later one whose answer
+    /// failed. Empty (nothing to check) when the field was never written,
+    /// or when a side has only failed writes of it: the value from before
+    /// them (not known here) may stand.
     fn candidates(&self, user: &str, field: &'static str) -> Vec<String> {
-        let mut values: Vec<String> = self
+        let ordercloud = self
             .ordercloud
             .get(&(user.to_owned(), field))
-            .cloned()
+            .map(Vec::as_slice)
             .unwrap_or_default();
-        for record in self.kashflow.get(user).into_iter().flatten() {
+        let kashflow = self
+            .kashflow
+            .get(user)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let unknown_start = |confirmed: Option<bool>| confirmed == Some(false);
+        if unknown_start(ordercloud.first().map(|w| w.1))
+            || unknown_start(kashflow.first().map(|w| w.1))
+        {
+            return Vec::new();
+        }
+        let mut values: Vec<String> = ordercloud.iter().map(|(v, _)| v.clone()).collect();
+        for (record, _) in kashflow {
             values.push(field_of(record, field).to_owned());
         }
         values
