@@ -5,7 +5,9 @@
 //! clear, the engine drains, and the books must balance: the
 //! reconciliation (through the real CLI) finds no difference, every
 //! submitted order has exactly one invoice, every gateway payment is on its
-//! invoice exactly once, and both systems hold the same customers.
+//! invoice exactly once, and both systems hold the same customers with no
+//! update lost: each field the storefront's people wrote ends with one of
+//! the values last written to it on either side.
 //!
 //! `LEDGERBRIDGE_SOAK_SECS` sets the traffic time per backend (default 25 s,
 //! what CI runs); `LEDGERBRIDGE_SOAK_SEED` replays a run's random choices
