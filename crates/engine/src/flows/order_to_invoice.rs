@@ -23,7 +23,6 @@
 //! finds the invoice in the ledger and only settles and marks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +35,7 @@ use ledgerbridge_connectors::kashflow::{
 use ledgerbridge_connectors::ordercloud::{Address, Direction, LineItem, Order, OrderCloudClient};
 use ledgerbridge_connectors::xconnect::{NewContact, XConnectClient};
 use ledgerbridge_core::{BusinessKey, ErrorClass, Failure};
+use ledgerbridge_store::IntentState;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -799,9 +799,23 @@ impl Flow for OrderToInvoice {
                 };
                 let kashflow = &self.kashflow;
                 let code_ref = &code;
-                let base = CustomerRecord::from_customer(&customer);
-                let created_here = AtomicBool::new(false);
-                let created_flag = &created_here;
+                // What KashFlow gets is what OrderCloud held when the order was
+                // placed: customer sync's common ancestor of the two records.
+                // Noted before the create (an attempt killed after its POST
+                // links the customer on the next one, never creating it again)
+                // unless another run has claimed the customer already.
+                let claimed = ctx
+                    .store()
+                    .intent(&key)
+                    .await
+                    .map_err(crate::flow::store_failure)?;
+                if claimed.is_none_or(|intent| {
+                    intent.run_id == ctx.run.id
+                        && !matches!(intent.state, IntentState::Linked { .. })
+                }) {
+                    let base = CustomerRecord::from_customer(&customer);
+                    customer_sync::save_base(ctx, &code, &base).await?;
+                }
                 let linked = ctx
                     .write_once(
                         key,
@@ -811,10 +825,7 @@ impl Flow for OrderToInvoice {
                         },
                         || async move {
                             match kashflow.create_customer(&customer).await {
-                                Ok(created) => {
-                                    created_flag.store(true, Ordering::SeqCst);
-                                    Ok(created.code.unwrap_or_else(|| code_ref.clone()))
-                                }
+                                Ok(created) => Ok(created.code.unwrap_or_else(|| code_ref.clone())),
                                 // Created meanwhile by someone else: link it.
                                 Err(f)
                                     if f.class == ErrorClass::Validation
@@ -827,11 +838,6 @@ impl Flow for OrderToInvoice {
                         },
                     )
                     .await?;
-                // What KashFlow got is what OrderCloud held when the order was
-                // placed: customer sync's common ancestor of the two records.
-                if created_here.load(Ordering::SeqCst) {
-                    customer_sync::save_base(ctx, &linked, &base).await?;
-                }
                 Ok(json!({ "code": linked }))
             }
             "contact" => {
