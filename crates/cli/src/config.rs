@@ -162,13 +162,18 @@ fn check_utf8(path: &Path) -> anyhow::Result<()> {
 }
 
 /// A variable's value as a TOML value (`8080` is a number, `true` a bool,
-/// `["a", "b"]` an array), else as text. Read with the `toml` crate, which
-/// bounds nesting, not figment's own value parser: that one overflows the
-/// stack on `[[[[…` thousands deep, and panics on a quoted value with a
-/// backslash after a non-ASCII character (`"é\n"`).
+/// `["a", "b"]` an array), else as text (a date like `2025-01-01` stays
+/// text too). Read with the `toml` crate, which bounds nesting, not
+/// figment's own value parser: that one overflows the stack on `[[[[…`
+/// thousands deep, and panics on a quoted value with a backslash after a
+/// non-ASCII character (`"é\n"`).
 fn env_value(text: &str) -> figment::value::Value {
-    <figment::value::Value as Deserialize>::deserialize(toml::de::ValueDeserializer::new(text))
-        .unwrap_or_else(|_| figment::value::Value::from(text.to_owned()))
+    let text_value = || figment::value::Value::from(text.to_owned());
+    match <toml::Value as Deserialize>::deserialize(toml::de::ValueDeserializer::new(text)) {
+        Ok(toml::Value::Datetime(_)) | Err(_) => text_value(),
+        Ok(value) => <figment::value::Value as Deserialize>::deserialize(value)
+            .unwrap_or_else(|_| text_value()),
+    }
 }
 
 /// One `LEDGERBRIDGE__A__B=value` variable as a figment provider, named
@@ -573,6 +578,11 @@ lookback_days = 1
         );
         let vars = [("LEDGERBRIDGE__ENGINE__WORKERS".to_owned(), "8".to_owned())];
         assert_eq!(load_from(None, &vars).unwrap().engine.workers, 8);
+        let vars = [(
+            "LEDGERBRIDGE__LOG__LEVEL".to_owned(),
+            "2025-01-01".to_owned(),
+        )];
+        assert_eq!(load_from(None, &vars).unwrap().log.level, "2025-01-01");
     }
 
     #[test]
