@@ -767,7 +767,10 @@ fn compile(
                         .lines()
                         .nth(line - 1)
                         .map_or(wanted.is_empty(), |text| text.contains(wanted));
-                    if program_line == 1 || in_file {
+                    if program_line <= leading {
+                        // In the blank lines before the program: its start.
+                        (Some(start_line), Some(start_column))
+                    } else if program_line == 1 || in_file {
                         (Some(line), Some(program_column + indent))
                     } else {
                         (Some(start_line), Some(start_column))

@@ -948,6 +948,19 @@ fn error_text_that_looks_like_a_vrl_position_inside_a_character_is_kept_not_a_pa
     );
 }
 
+/// Found by the long run (`scripts/fuzz-long`, scale 120): an error placed
+/// in the blank lines before a program (`"\r\n { #"`) pointed at the line
+/// above the program's key.
+#[test]
+fn an_error_in_the_blank_lines_before_a_program_points_at_the_program_not_above_it() {
+    let text = flow_with_program("\r\n { #");
+    let errors = load_str(Path::new("blank.yaml"), &text).unwrap_err();
+    let program_line = text.lines().position(|l| l.contains("program:")).unwrap() + 1;
+    for error in &errors {
+        assert_eq!(error.line, Some(program_line), "{error}");
+    }
+}
+
 /// A multi-line program written as a double-quoted YAML string (`"a\nb"`)
 /// has no lines of its own in the file: its errors point at the string,
 /// not at lines past the end of the file.
