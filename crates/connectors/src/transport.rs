@@ -581,6 +581,67 @@ mod tests {
             r#"{"Error":"ValidationError","Message":"Invalid line"}"#,
         ];
 
+        /// Fields the decoders read.
+        const FIELDS: &[&str] = &[
+            "Number",
+            "NetAmount",
+            "GrossAmount",
+            "VATAmount",
+            "TotalPaidAmount",
+            "DueAmount",
+            "Quantity",
+            "Rate",
+            "QuantityInStock",
+            "ID",
+            "Total",
+            "TaxCost",
+            "Meta",
+            "MetaData",
+            "TotalRecords",
+            "Position",
+            "TemporaryToken",
+            "SessionToken",
+            "MemorableWordList",
+            "access_token",
+            "expires_in",
+            "amount",
+            "created",
+            "id",
+            "metadata",
+            "has_more",
+            "Identifiers",
+            "Id",
+            "xp",
+            "Inventory",
+            "QuantityAvailable",
+            "PaymentLines",
+        ];
+
+        /// Values of the wrong type or out of range.
+        const ODD_VALUES: &[&str] = &[
+            "null",
+            "true",
+            "\"\"",
+            "\"1e400\"",
+            "\"NaN\"",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "-0",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "79228162514264337593543950336",
+            "1234567890123456789012345678901234567890.123",
+            "[]",
+            "{}",
+            "[[[[[[[[1]]]]]]]]",
+            "{\"a\":{\"b\":{\"c\":1}}}",
+            "\"\\u0000\"",
+            "\"\\ud800\"",
+            "0.1e1",
+            "5",
+        ];
+
         fn body_strategy() -> impl Strategy<Value = String> {
             let mangled = (
                 prop::sample::select(SAMPLES),
@@ -601,8 +662,31 @@ mod tests {
                     text.replace_range(at..end, &junk);
                     text
                 });
+            // What reqwest's `Response::text` makes of bytes that are not
+            // UTF-8: each bad sequence becomes U+FFFD.
+            let lossy = prop::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+            let lossy_sample = (
+                prop::sample::select(SAMPLES),
+                any::<usize>(),
+                prop::collection::vec(128u8..=255, 1..4),
+            )
+                .prop_map(|(sample, at, bad)| {
+                    let mut bytes = sample.as_bytes().to_vec();
+                    let at = at % (bytes.len() + 1);
+                    bytes.splice(at..at, bad);
+                    String::from_utf8_lossy(&bytes).into_owned()
+                });
+            let wrong_types = (
+                prop::sample::select(FIELDS),
+                prop::sample::select(ODD_VALUES),
+            )
+                .prop_map(|(field, value)| format!(r#"{{"{field}":{value},"Data":[{{"{field}":{value}}}],"Items":[{{"{field}":{value}}}],"data":[{{"{field}":{value}}}]}}"#));
             prop_oneof![
                 4 => mangled,
+                2 => wrong_types,
+                1 => lossy,
+                1 => lossy_sample,
                 1 => "\\PC{0,200}",
                 1 => (1usize..5000).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
                 1 => "-?[0-9]{1,400}(\\.[0-9]{1,50})?(e[+-]?[0-9]{1,6})?"
@@ -630,7 +714,11 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig {
+                cases: ledgerbridge_core::fuzz::cases(512),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
 
             #[test]
             fn any_success_body_decodes_or_is_explained(body in body_strategy()) {
@@ -643,6 +731,17 @@ mod tests {
                     "OrderCloud",
                 );
                 decodes_or_explains::<serde_json::Value>(&answer, "xConnect");
+                decodes_or_explains::<kashflow::Product>(&answer, "KashFlow");
+                decodes_or_explains::<kashflow::models::Page<kashflow::Invoice>>(&answer, "KashFlow");
+                decodes_or_explains::<kashflow::models::TemporaryToken>(&answer, "KashFlow");
+                decodes_or_explains::<kashflow::models::SessionToken>(&answer, "KashFlow");
+                decodes_or_explains::<ordercloud::User>(&answer, "OrderCloud");
+                decodes_or_explains::<ordercloud::Product>(&answer, "OrderCloud");
+                decodes_or_explains::<ordercloud::ListPage<ordercloud::Payment>>(&answer, "OrderCloud");
+                decodes_or_explains::<ordercloud::models::TokenResponse>(&answer, "OrderCloud");
+                decodes_or_explains::<crate::xconnect::wire::Contact>(&answer, "xConnect");
+                decodes_or_explains::<crate::gateway::PaymentIntent>(&answer, "Gateway");
+                decodes_or_explains::<crate::gateway::Refund>(&answer, "Gateway");
             }
 
             #[test]

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod flow;
+pub mod fuzz;
 pub mod keys;
 pub mod secret;
 

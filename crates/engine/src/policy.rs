@@ -75,8 +75,12 @@ impl RetryPolicy {
         rng: &mut impl Rng,
     ) -> Decision {
         let failing_since = first_failure_at.unwrap_or(now);
-        let max_age = chrono::Duration::hours(self.max_age_hours as i64);
-        if now - failing_since >= max_age {
+        // Settings come from the config file: any size must work.
+        let max_age = i64::try_from(self.max_age_hours)
+            .ok()
+            .and_then(chrono::Duration::try_hours)
+            .unwrap_or(chrono::Duration::MAX);
+        if now.signed_duration_since(failing_since) >= max_age {
             return Decision::Park;
         }
         let wait = match failure.class {
@@ -90,8 +94,16 @@ impl RetryPolicy {
             ErrorClass::Transient | ErrorClass::Unknown => self.backoff(attempt, rng),
             _ => self.backoff(attempt, rng),
         };
-        let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1));
-        Decision::RetryAt(now + wait)
+        // A target asking for more than max_age (`Retry-After:
+        // 99999999999999`) gets one more try when max_age is over; if that
+        // fails the run parks like any other.
+        let wait = chrono::Duration::from_std(wait)
+            .unwrap_or(chrono::Duration::MAX)
+            .min(max_age);
+        Decision::RetryAt(
+            now.checked_add_signed(wait)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
     }
 }
 
@@ -149,6 +161,39 @@ mod tests {
         ));
     }
 
+    /// Found by `hostile_retry_after_and_settings_decide_never_panic`:
+    /// `now + wait` panicked past the end of the calendar.
+    #[test]
+    fn a_retry_after_beyond_the_calendar_waits_max_age_not_a_panic() {
+        let p = RetryPolicy::default();
+        let now = Utc::now();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let retry_after =
+            ledgerbridge_connectors::delivery::parse_retry_after_at("99999999999999", now);
+        let limited = Failure::new(ErrorClass::RateLimited, "429").with_retry_after(retry_after);
+        assert_eq!(
+            p.decide(&limited, 1, None, now, &mut rng),
+            Decision::RetryAt(now + chrono::Duration::hours(72))
+        );
+    }
+
+    /// Found by the same test: `max_age_hours` from the config file beyond
+    /// what a duration holds panicked in `Duration::hours`.
+    #[test]
+    fn a_max_age_beyond_the_calendar_is_never_reached_not_a_panic() {
+        let p = RetryPolicy {
+            max_age_hours: u64::MAX,
+            ..RetryPolicy::default()
+        };
+        let now = Utc::now();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let since = now - chrono::Duration::days(365 * 100);
+        assert!(matches!(
+            p.decide(&Failure::transient("503"), 3, Some(since), now, &mut rng),
+            Decision::RetryAt(_)
+        ));
+    }
+
     proptest! {
         #[test]
         fn backoff_stays_within_its_ceiling(attempt in 1u32..100, seed: u64, base in 1u64..10_000, cap in 1u64..10_000) {
@@ -158,5 +203,88 @@ mod tests {
             prop_assert!(wait >= Duration::from_millis(10));
             prop_assert!(wait <= p.ceiling(attempt).max(Duration::from_millis(10)));
         }
+    }
+
+    /// Hostile `Retry-After` headers (seconds beyond any clock, HTTP dates
+    /// far ahead or behind, junk) on a 429, and policy settings of any
+    /// size from the config file: a decision, never a panic; a retry is
+    /// never in the past.
+    #[test]
+    fn hostile_retry_after_and_settings_decide_never_panic() {
+        use ledgerbridge_connectors::delivery::parse_retry_after_at;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let header = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            Just("18446744073709551616".to_owned()),
+            Just("99999999999999".to_owned()),
+            Just("9223372036854".to_owned()),
+            Just("Fri, 31 Dec 9999 23:59:59 GMT".to_owned()),
+            Just("Mon, 01 Jan 0001 00:00:00 GMT".to_owned()),
+            Just("Sunday, 06-Nov-94 08:49:37 GMT".to_owned()),
+            Just("Sun Nov  6 08:49:37 1994".to_owned()),
+            Just("-1".to_owned()),
+            Just("1.5".to_owned()),
+            Just(String::new()),
+            "\\PC{0,40}",
+        ];
+        let setting = prop_oneof![
+            Just(0u64),
+            Just(u64::MAX),
+            Just(i64::MAX as u64),
+            any::<u64>(),
+            0u64..100_000
+        ];
+        let strategy = (
+            header,
+            setting.clone(),
+            setting.clone(),
+            setting.clone(),
+            setting,
+            1u32..u32::MAX,
+            any::<u64>(),
+            any::<i64>(),
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: ledgerbridge_core::fuzz::cases(2000),
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(
+                &strategy,
+                |(header, base_ms, cap_secs, max_age_hours, default_secs, attempt, seed, since)| {
+                    let p = RetryPolicy {
+                        base_ms,
+                        cap_secs,
+                        max_age_hours,
+                        rate_limited_default_secs: default_secs,
+                    };
+                    let now = Utc::now();
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                    let retry_after = parse_retry_after_at(&header, now);
+                    let first = DateTime::from_timestamp(since % 20_000_000_000, 0);
+                    for failure in [
+                        Failure::new(ErrorClass::RateLimited, "429").with_retry_after(retry_after),
+                        Failure::transient("503"),
+                    ] {
+                        if let Decision::RetryAt(at) =
+                            p.decide(&failure, attempt, first, now, &mut rng)
+                        {
+                            prop_assert!(at >= now, "{at} is before {now}");
+                            let max_age = i64::try_from(max_age_hours)
+                                .ok()
+                                .and_then(chrono::Duration::try_hours);
+                            if let Some(deadline) =
+                                max_age.and_then(|age| now.checked_add_signed(age))
+                            {
+                                prop_assert!(at <= deadline, "{at} is after max_age ({deadline})");
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 }

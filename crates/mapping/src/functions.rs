@@ -210,6 +210,14 @@ fn native(
     })
 }
 
+/// The result of checked decimal arithmetic, or the error for a result
+/// beyond what a decimal holds (about ±7.9 × 10²⁸).
+fn within_range(result: Option<Decimal>) -> Result<Decimal, String> {
+    result.ok_or_else(|| {
+        "the result is beyond the largest amount a decimal holds (28 digits)".to_owned()
+    })
+}
+
 fn text(value: &Value, what: &str) -> Result<String, String> {
     match value {
         Value::Bytes(_) | Value::String(_) => {
@@ -430,7 +438,10 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("a", "amount"), req("b", "amount")],
         Returns::Text,
         true,
-        |a| Ok(to_value(decimal_of(a[0], "a")? + decimal_of(a[1], "b")?)),
+        |a| {
+            let sum = decimal_of(a[0], "a")?.checked_add(decimal_of(a[1], "b")?);
+            Ok(to_value(within_range(sum)?))
+        },
     ));
     fns.push(native(
         "money_sub",
@@ -438,7 +449,10 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         params![req("a", "amount"), req("b", "amount")],
         Returns::Text,
         true,
-        |a| Ok(to_value(decimal_of(a[0], "a")? - decimal_of(a[1], "b")?)),
+        |a| {
+            let difference = decimal_of(a[0], "a")?.checked_sub(decimal_of(a[1], "b")?);
+            Ok(to_value(within_range(difference)?))
+        },
     ));
     fns.push(native(
         "money_mul",
@@ -447,10 +461,8 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            let product = decimal_of(a[0], "a")?
-                .checked_mul(decimal_of(a[1], "b")?)
-                .ok_or("overflow")?;
-            Ok(to_value(product))
+            let product = decimal_of(a[0], "a")?.checked_mul(decimal_of(a[1], "b")?);
+            Ok(to_value(within_range(product)?))
         },
     ));
     fns.push(native(
@@ -464,7 +476,9 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
             if divisor.is_zero() {
                 return Err("division by zero".to_owned());
             }
-            Ok(to_value(decimal_of(a[0], "a")? / divisor))
+            Ok(to_value(within_range(
+                decimal_of(a[0], "a")?.checked_div(divisor),
+            )?))
         },
     ));
     fns.push(native(
@@ -492,7 +506,9 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
                 if matches!(value, Value::Null) {
                     continue;
                 }
-                total += decimal_of(&value, &format!("values[{index}]"))?;
+                total = within_range(
+                    total.checked_add(decimal_of(&value, &format!("values[{index}]"))?),
+                )?;
             }
             Ok(to_value(total))
         },
@@ -512,9 +528,8 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            Ok(to_money_value(
-                decimal_of(a[0], "quantity")? * decimal_of(a[1], "unit_price")?,
-            ))
+            let total = decimal_of(a[0], "quantity")?.checked_mul(decimal_of(a[1], "unit_price")?);
+            Ok(to_money_value(within_range(total)?))
         },
     ));
     fns.push(native(
@@ -524,9 +539,10 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         Returns::Text,
         true,
         |a| {
-            Ok(to_money_value(
-                decimal_of(a[0], "net")? * decimal_of(a[1], "rate")? / Decimal::ONE_HUNDRED,
-            ))
+            let vat = decimal_of(a[0], "net")?
+                .checked_mul(decimal_of(a[1], "rate")?)
+                .map(|product| product / Decimal::ONE_HUNDRED);
+            Ok(to_money_value(within_range(vat)?))
         },
     ));
     fns.push(native(
@@ -747,7 +763,10 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
         true,
         |a| {
             let days = a[1].as_integer().ok_or("days must be an integer")?;
-            let at = instant_of(a[0], "value")? + Duration::days(days);
+            let start = instant_of(a[0], "value")?;
+            let at = Duration::try_days(days)
+                .and_then(|days| start.checked_add_signed(days))
+                .ok_or_else(|| format!("{start} plus {days} days is beyond the calendar"))?;
             Ok(Value::from(at.to_rfc3339_opts(SecondsFormat::Secs, true)))
         },
     ));
@@ -928,17 +947,18 @@ pub fn all(finance: Arc<Finance>) -> Vec<Box<dyn Function>> {
                 let field = |name: &str| line.get(name).cloned().unwrap_or(Value::Null);
                 let quantity = decimal_of(&field("Quantity"), &format!("lines[{index}].Quantity"))?;
                 let rate = decimal_of(&field("Rate"), &format!("lines[{index}].Rate"))?;
-                net += round_money(quantity * rate);
+                let line_net = within_range(quantity.checked_mul(rate))?;
+                net = within_range(net.checked_add(round_money(line_net)))?;
                 let line_vat = match field("VATAmount") {
                     Value::Null => Decimal::ZERO,
                     value => decimal_of(&value, &format!("lines[{index}].VATAmount"))?,
                 };
-                vat += line_vat;
+                vat = within_range(vat.checked_add(line_vat))?;
             }
             let mut map = ObjectMap::new();
             map.insert("net".into(), to_money_value(net));
             map.insert("vat".into(), to_money_value(vat));
-            map.insert("gross".into(), to_money_value(net + vat));
+            map.insert("gross".into(), to_money_value(within_range(net.checked_add(vat))?));
             Ok(Value::Object(map))
         },
     ));

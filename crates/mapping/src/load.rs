@@ -102,12 +102,16 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Rewrites VRL's byte spans in a runtime message (`at (829:934)`) as
-    /// positions in the program (`at line 12, column 7 of the program`).
+    /// Rewrites VRL's byte spans in a runtime message (`function call
+    /// error for "money" at (829:934)`) as positions in the program (`at
+    /// line 12, column 7 of the program`). Only a span right after a quoted
+    /// function name is VRL's; the same text inside data in the message
+    /// (an amount, an order field) is left alone.
     pub fn place(&self, message: &str) -> String {
         let mut out = String::with_capacity(message.len());
         let mut rest = message;
         while let Some(at) = rest.find(" at (") {
+            let after_name = rest[..at].ends_with('"');
             out.push_str(&rest[..at]);
             let after = &rest[at + 5..];
             let span = after.split_once(')').and_then(|(inside, tail)| {
@@ -115,7 +119,11 @@ impl Compiled {
                 Some((start.parse::<usize>().ok()?, tail))
             });
             match span {
-                Some((start, tail)) if start <= self.source.len() => {
+                Some((start, tail))
+                    if after_name
+                        && start <= self.source.len()
+                        && self.source.is_char_boundary(start) =>
+                {
                     let (line, column) = line_column(&self.source, start);
                     out.push_str(&format!(" at line {line}, column {column} of the program"));
                     rest = tail;
@@ -735,16 +743,38 @@ fn compile(
                 .and_then(|d| d.labels.iter().find(|l| l.primary).or(d.labels.first()));
             let (line, column) = match (program_offset, primary) {
                 (Some(start), Some(label)) => {
-                    let (program_line, program_column) =
-                        line_column(source, label.span.start().min(source.len()));
+                    let mut offset = label.span.start().min(source.len());
+                    while !source.is_char_boundary(offset) {
+                        offset -= 1;
+                    }
+                    let (program_line, program_column) = line_column(source, offset);
                     let (start_line, start_column) = line_column(at.text, start);
                     let leading = source.lines().take_while(|l| l.trim().is_empty()).count();
                     // Block scalars lose their indentation; add it back.
                     let indent = start_column - 1;
-                    (
-                        Some(start_line + program_line - 1 - leading),
-                        Some(program_column + indent),
-                    )
+                    let line = (start_line + program_line - 1)
+                        .saturating_sub(leading)
+                        .max(1);
+                    // A program written as a quoted string has its lines
+                    // joined in one line of the file: point at its start.
+                    let wanted = source
+                        .lines()
+                        .nth(program_line - 1)
+                        .unwrap_or_default()
+                        .trim();
+                    let in_file = at
+                        .text
+                        .lines()
+                        .nth(line - 1)
+                        .map_or(wanted.is_empty(), |text| text.contains(wanted));
+                    if program_line <= leading {
+                        // In the blank lines before the program: its start.
+                        (Some(start_line), Some(start_column))
+                    } else if program_line == 1 || in_file {
+                        (Some(line), Some(program_column + indent))
+                    } else {
+                        (Some(start_line), Some(start_column))
+                    }
                 }
                 (Some(start), None) => {
                     let (l, c) = line_column(at.text, start);

@@ -221,7 +221,10 @@ impl Finance {
         if from_units.is_zero() {
             return Err(format!("the {from} rate is zero"));
         }
-        Ok((to_units / from_units)
+        let rate = to_units.checked_div(from_units).ok_or_else(|| {
+            format!("the {from}→{to} rate is beyond the largest number a decimal holds")
+        })?;
+        Ok(rate
             .round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero)
             .normalize())
     }
@@ -245,7 +248,13 @@ impl Finance {
         if from_units.is_zero() {
             return Err(format!("the {from} rate is zero"));
         }
-        Ok(crate::money::round_money(amount * to_units / from_units))
+        amount
+            .checked_mul(to_units)
+            .and_then(|product| product.checked_div(from_units))
+            .map(crate::money::round_money)
+            .ok_or_else(|| {
+                format!("{amount} {from} in {to} is beyond the largest amount a decimal holds")
+            })
     }
 
     /// A nominal code: `known` when given, else the product's code from

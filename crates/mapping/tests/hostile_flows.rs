@@ -1,7 +1,8 @@
 //! Hostile flow files: the shipped flow file mangled at random (bytes
 //! deleted, inserted, replaced, the text cut short) and arbitrary text
 //! never make the loader panic; a refused file always comes with errors
-//! that say where and what.
+//! that say where and what. `LEDGERBRIDGE_FUZZ_SCALE=N` runs N times the
+//! cases (`scripts/fuzz-long`).
 
 use std::path::Path;
 
@@ -85,7 +86,11 @@ fn check(text: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: ledgerbridge_core::fuzz::cases(256),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn mangled_flow_files_are_refused_with_errors_never_a_panic(

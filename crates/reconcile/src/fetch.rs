@@ -448,7 +448,9 @@ impl Reconciler {
                 .to_ascii_uppercase(),
             status: invoice.status.unwrap_or_default(),
             total_paid,
-            due: invoice.due_amount.unwrap_or(gross - total_paid),
+            due: invoice
+                .due_amount
+                .unwrap_or(gross.saturating_sub(total_paid)),
             in_period,
         })
     }

@@ -2,6 +2,9 @@
 //! payments, gateway payments to orders by `metadata.order_id`, with our
 //! ledger saying which invoice is ours and which run made it. A pure
 //! function of [`Inputs`]; money compared in `rust_decimal`, to the penny.
+//! Sums and differences saturate at the largest decimal (about ±7.9 × 10²⁸):
+//! only a broken or hostile answer gets there, and it is reported, not a
+//! panic.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,7 +73,8 @@ pub fn reconcile(inputs: &Inputs) -> Report {
         chosen.insert(invoice.number);
         if differences.len() == before {
             matched.orders += 1;
-            *matched.gross.entry(invoice.currency.clone()).or_default() += invoice.gross;
+            let total = matched.gross.entry(invoice.currency.clone()).or_default();
+            *total = total.saturating_add(invoice.gross);
         }
     }
 
@@ -173,7 +177,8 @@ fn gateway_payments_by_order(inputs: &Inputs) -> HashMap<&str, Vec<LivePayment<'
     for refund in &gateway.refunds {
         if let Some(intent) = refund.payment_intent.as_deref() {
             if succeeded(&refund.status) {
-                *refunded.entry(intent).or_default() += refund.amount;
+                let total = refunded.entry(intent).or_default();
+                *total = total.saturating_add(refund.amount);
             }
         }
     }
@@ -184,11 +189,12 @@ fn gateway_payments_by_order(inputs: &Inputs) -> HashMap<&str, Vec<LivePayment<'
         if !succeeded(&payment.status) {
             continue;
         }
-        let kept = payment.amount
-            - refunded
+        let kept = payment.amount.saturating_sub(
+            refunded
                 .get(payment.id.as_str())
                 .copied()
-                .unwrap_or_default();
+                .unwrap_or_default(),
+        );
         if kept > Decimal::ZERO {
             by_order
                 .entry(order_id)
@@ -354,9 +360,9 @@ fn compare_amounts(order: &OrderRecord, invoice: &InvoiceRecord, out: &mut Vec<D
     } else {
         order.tax_cost
     };
-    let expected_gross = order.net() + expected_vat;
-    if invoice.net != order.net() || invoice.gross != invoice.net + invoice.vat {
-        let difference = invoice.gross - expected_gross;
+    let expected_gross = order.net().saturating_add(expected_vat);
+    if invoice.net != order.net() || invoice.gross != invoice.net.saturating_add(invoice.vat) {
+        let difference = invoice.gross.saturating_sub(expected_gross);
         let fix = if difference > Decimal::ZERO {
             format!(
                 "credit note for invoice {} of {}",
@@ -463,7 +469,10 @@ fn paid_twice(
     payments: &[LivePayment<'_>],
 ) -> Difference {
     let ids: Vec<&str> = payments.iter().map(|p| p.payment.id.as_str()).collect();
-    let extra: Decimal = payments.iter().skip(1).map(|p| p.kept).sum();
+    let extra = payments
+        .iter()
+        .skip(1)
+        .fold(Decimal::ZERO, |total, p| total.saturating_add(p.kept));
     let currency = &payments[0].payment.currency;
     Difference {
         kind: DifferenceKind::Overpaid,
@@ -521,7 +530,7 @@ fn invoice_without_order(invoice: &InvoiceRecord) -> Difference {
 }
 
 fn overpaid(invoice: &InvoiceRecord) -> Difference {
-    let extra = invoice.total_paid - invoice.gross;
+    let extra = invoice.total_paid.saturating_sub(invoice.gross);
     Difference {
         kind: DifferenceKind::Overpaid,
         order_id: invoice.customer_reference.clone(),

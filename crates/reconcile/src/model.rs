@@ -82,7 +82,7 @@ pub struct OrderRecord {
 impl OrderRecord {
     /// The order's amount before tax.
     pub fn net(&self) -> Decimal {
-        self.total - self.tax_cost
+        self.total.saturating_sub(self.tax_cost)
     }
 }
 

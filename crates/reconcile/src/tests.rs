@@ -677,3 +677,140 @@ fn ledger_links_are_by_order() {
     let ledger: HashMap<String, LedgerLink> = sample().ledger.invoices;
     assert_eq!(ledger["SO-2"].external_id.as_deref(), Some("1001"));
 }
+
+/// Amounts no real system sends but a broken or hostile answer can: the
+/// largest and smallest decimals, 28 decimal places, negatives.
+fn hostile_amount() -> impl Strategy<Value = Decimal> {
+    prop_oneof![
+        Just(Decimal::MAX),
+        Just(Decimal::MIN),
+        Just(Decimal::new(1, 28)),
+        Just(-Decimal::new(1, 28)),
+        Just(Decimal::ZERO),
+        Just(d("-0.01")),
+        Just(d("39614081257132168796771975168")),
+        any::<i64>().prop_map(|n| Decimal::new(n, 2)),
+        (any::<i64>(), 0u32..=28).prop_map(|(n, scale)| Decimal::new(n, scale)),
+    ]
+}
+
+/// Which amount of which record a hostile value lands in.
+#[derive(Debug, Clone)]
+struct HostileAmount {
+    record: usize,
+    field: u8,
+    amount: Decimal,
+}
+
+fn hostile_amounts() -> impl Strategy<Value = Vec<HostileAmount>> {
+    prop::collection::vec(
+        (any::<usize>(), any::<u8>(), hostile_amount()).prop_map(|(record, field, amount)| {
+            HostileAmount {
+                record,
+                field,
+                amount,
+            }
+        }),
+        1..8,
+    )
+}
+
+fn put(inputs: &mut Inputs, hostile: &HostileAmount) {
+    let amount = hostile.amount;
+    let slot = hostile.field % 9;
+    let (orders, invoices) = (inputs.orders.len(), inputs.invoices.len());
+    match slot {
+        0 | 1 if orders > 0 => {
+            let order = &mut inputs.orders[hostile.record % orders];
+            match slot {
+                0 => order.total = amount,
+                _ => order.tax_cost = amount,
+            }
+        }
+        2..=6 if invoices > 0 => {
+            let invoice = &mut inputs.invoices[hostile.record % invoices];
+            match slot {
+                2 => invoice.net = amount,
+                3 => invoice.vat = amount,
+                4 => invoice.gross = amount,
+                5 => invoice.total_paid = amount,
+                _ => invoice.due = amount,
+            }
+        }
+        7 => {
+            if let Some(gateway) = inputs.gateway.as_mut() {
+                if !gateway.payments.is_empty() {
+                    let n = gateway.payments.len();
+                    gateway.payments[hostile.record % n].amount = amount;
+                    // Paid twice, the second time with the hostile amount.
+                    let again = gateway.payments[hostile.record % n].clone();
+                    gateway.payments.push(GatewayPayment {
+                        id: format!("{}-again", again.id),
+                        ..again
+                    });
+                }
+            }
+        }
+        _ => {
+            if let Some(gateway) = inputs.gateway.as_mut() {
+                if let Some(payment) = gateway.payments.first().cloned() {
+                    for id in ["re_1", "re_2"] {
+                        gateway.refunds.push(GatewayRefund {
+                            id: id.to_owned(),
+                            payment_intent: Some(payment.id.clone()),
+                            amount,
+                            currency: payment.currency.clone(),
+                            status: "succeeded".to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Found by `hostile_amounts_give_a_report_never_a_panic`: an invoice whose
+/// net and VAT add up beyond the largest decimal panicked the matching.
+#[test]
+fn an_invoice_beyond_the_largest_decimal_gives_a_difference_not_a_panic() {
+    let mut inputs = sample();
+    inputs.invoices[0].net = Decimal::MAX;
+    inputs.invoices[0].vat = Decimal::MAX;
+    inputs.invoices[0].gross = Decimal::MAX;
+    let report = reconcile(&inputs);
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| d.kind == DifferenceKind::AmountMismatch),
+        "{:#?}",
+        report.differences
+    );
+}
+
+proptest! {
+    // Hostile input: `LEDGERBRIDGE_FUZZ_SCALE` scales it (scripts/fuzz-long).
+    #![proptest_config(ProptestConfig {
+        cases: ledgerbridge_core::fuzz::cases(256),
+        ..ProptestConfig::default()
+    })]
+
+    /// Amounts at the ends of what a decimal holds, in any order, invoice
+    /// or payment (as a broken or hostile answer of OrderCloud, KashFlow or
+    /// the gateway would carry them): a report with every rendering, never
+    /// a panic.
+    #[test]
+    fn hostile_amounts_give_a_report_never_a_panic(
+        orders in prop::collection::vec(gen_order(), 1..12),
+        amounts in hostile_amounts(),
+    ) {
+        let mut inputs = consistent(&orders);
+        for hostile in &amounts {
+            put(&mut inputs, hostile);
+        }
+        let report = reconcile(&inputs);
+        for format in [Format::Table, Format::Json, Format::Csv] {
+            prop_assert!(!report.render(format).is_empty());
+        }
+    }
+}

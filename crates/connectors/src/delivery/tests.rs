@@ -187,6 +187,12 @@ fn retry_after_parses_seconds_and_dates() {
 }
 
 proptest! {
+    // Hostile input: `LEDGERBRIDGE_FUZZ_SCALE` scales it (scripts/fuzz-long).
+    #![proptest_config(ProptestConfig {
+        cases: ledgerbridge_core::fuzz::cases(256),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn classify_never_panics_and_is_total(code in 100u16..600, body in ".{0,400}", target in "[a-zA-Z:]{0,20}") {
         let failure = classify(status(code), &body, None, &target);

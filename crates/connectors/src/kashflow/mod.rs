@@ -9,7 +9,7 @@
 //! while a login is under way wait for it and share its token.
 
 mod config;
-mod models;
+pub(crate) mod models;
 
 #[cfg(test)]
 mod tests;

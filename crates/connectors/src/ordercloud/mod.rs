@@ -7,7 +7,7 @@
 //! users, products, payments) are read page by page with `pageSize=100`.
 
 mod config;
-mod models;
+pub(crate) mod models;
 
 #[cfg(test)]
 mod tests;

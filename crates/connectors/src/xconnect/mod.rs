@@ -5,7 +5,7 @@
 //! can follow the real service or the sandbox without touching the logic.
 
 mod config;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -53,7 +53,7 @@ pub(super) fn lookup_query(source: &str, identifier: &str) -> [(&'static str, St
 
 /// The part of a contact we read.
 #[derive(Debug, Deserialize)]
-pub(super) struct Contact {
+pub(crate) struct Contact {
     #[serde(rename = "Id", alias = "ID", alias = "id")]
     pub id: String,
 }
