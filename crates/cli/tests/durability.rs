@@ -136,8 +136,15 @@ async fn three_engines_on_one_postgres_never_run_a_step_twice() {
     target.fault("kashflow:latency=1..10ms");
     let n = 150;
     let orders = target.place_orders(n, "SO-3E").await;
+    // Nobody is killed here: a lease long enough that a CPU-starved CI
+    // machine cannot expire a live one (an expired lease lets another engine
+    // resume the run and re-send its idempotent order PATCH, which this test
+    // counts; CI met that once with 2 s leases).
     let specs: Vec<EngineSpec> = (0..3)
-        .map(|_| EngineSpec::new(&pg.url, dir.path()))
+        .map(|_| EngineSpec {
+            lease_secs: 30,
+            ..EngineSpec::new(&pg.url, dir.path())
+        })
         .collect();
     let mut engines = Vec::new();
     for spec in &specs {

@@ -359,6 +359,10 @@ pub struct EngineSpec {
     pub dir: PathBuf,
     /// Extra TOML appended to the generated config.
     pub extra: String,
+    /// `[engine] lease_secs`: short (2) so a killed engine's runs come back
+    /// fast; tests that kill nobody may lengthen it, so a starved machine
+    /// cannot expire a live lease.
+    pub lease_secs: u64,
 }
 
 impl EngineSpec {
@@ -368,6 +372,7 @@ impl EngineSpec {
             port: free_port(),
             dir: dir.to_owned(),
             extra: String::new(),
+            lease_secs: 2,
         }
     }
 
@@ -391,7 +396,7 @@ url = "{database}"
 listen = "127.0.0.1:{port}"
 
 [engine]
-lease_secs = 2
+lease_secs = {lease_secs}
 reap_every_secs = 1
 idle_poll_ms = 100
 shutdown_grace_secs = 10
@@ -418,6 +423,7 @@ client_secret = "sim-secret"
 "#,
             database = self.database,
             port = self.port,
+            lease_secs = self.lease_secs,
             base = target.base(),
             extra = self.extra,
         );
