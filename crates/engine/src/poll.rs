@@ -76,10 +76,6 @@ pub struct Change {
     pub dedupe_key: String,
     /// The record as read (the run's input carries it).
     pub record: Value,
-    /// The record's fields that changed since the last cycle, when the
-    /// source can tell (the run's input carries them as `fields`); empty
-    /// when it cannot, or for a created or deleted record.
-    pub fields: Vec<String>,
 }
 
 /// What a cycle did.
@@ -128,15 +124,12 @@ pub async fn poll_once(
             kind: &change.kind,
         };
         let now = Utc::now();
-        let mut input = json!({
+        let input = json!({
             "source": name,
             "kind": change.kind,
             "key": change.key,
             "record": change.record,
         });
-        if !change.fields.is_empty() {
-            input["fields"] = json!(change.fields);
-        }
         let runs: Vec<NewRun> = flows
             .triggered_by(&kind)
             .into_iter()
