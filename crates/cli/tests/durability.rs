@@ -321,3 +321,94 @@ async fn postgres_outage_answers_503_and_work_resumes() {
     target.assert_exactly_one_invoice_each(&orders);
     assert!(engine.sigterm().success());
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to the engine's process.
+fn signal(engine: &Engine, signal: &str) {
+    let pid = engine.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("kill(1)");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+/// Found by the chaos soak (15 orders invoiced twice in one 150 s run): an
+/// engine starved of CPU lost its lease while its invoice POST was on the
+/// way; another engine resumed the run, asked KashFlow, found nothing yet
+/// and created the invoice again — then the first POST landed. Here the
+/// first engine is frozen (SIGSTOP: alive, its connection open, no more
+/// heartbeats) while its POST is held at KashFlow's door; the second must
+/// not write until that request can no longer land, then find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_taken_over_while_its_invoice_post_is_in_flight_is_not_invoiced_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgDb::create().await;
+    let target = Target::start().await;
+    let orders = target.place_orders(1, "SO-INFL").await;
+    let spec = || EngineSpec {
+        lease_secs: 1,
+        request_timeout: "2s",
+        ..EngineSpec::new(&pg.url, dir.path())
+    };
+    let (first_spec, second_spec) = (spec(), spec());
+    let route = "POST /kashflow/v2/invoices";
+    target.hold(route);
+    let mut first = Engine::spawn(&first_spec, &target);
+    first.wait_healthy().await;
+    let client = reqwest::Client::new();
+    deliver(
+        &client,
+        &first_spec.base(),
+        &submit_envelope(&orders[0], "in-flight-1"),
+    )
+    .await;
+    wait_until(
+        60,
+        || target.held_waiting() == 1,
+        || format!("the first invoice POST never came:\n{}", first.log_text()),
+    )
+    .await;
+    signal(&first, "STOP");
+
+    // The second engine takes the run over when the frozen one's lease
+    // expires. Asking KashFlow now finds nothing (the POST waits at the
+    // door); creating would make a second invoice.
+    let mut second = Engine::spawn(&second_spec, &target);
+    second.wait_healthy().await;
+    wait_until(
+        60,
+        || {
+            target.held_waiting() > 1
+                || second
+                    .log_text()
+                    .contains("may still reach the target until")
+        },
+        || {
+            format!(
+                "the second engine neither waited nor wrote:\n{}",
+                second.log_text()
+            )
+        },
+    )
+    .await;
+    target.release(route);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = run_counts(&pg.url).await;
+        if counts.keys().all(|state| state == "succeeded") && !counts.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not done: {counts:?}\n{}",
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    target.assert_exactly_one_invoice_each(&orders);
+    assert_eq!(target.count(route), 1, "one invoice POST in all");
+    signal(&first, "CONT");
+    assert!(second.sigterm().success());
+    first.sigkill();
+}

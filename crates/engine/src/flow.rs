@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use ledgerbridge_core::{BusinessKey, ErrorClass, Failure};
 use ledgerbridge_store::{IntentState, Link, NewAudit, Run, RunState, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -128,6 +130,9 @@ pub struct StepCtx<'a> {
     pub links: Vec<Link>,
     /// Audit entries of those writes, committed with them.
     pub audits: Vec<NewAudit>,
+    /// Intents whose attempt in this step ended without a link and with
+    /// no request left on its way (settled when the step fails).
+    pub settled: Vec<BusinessKey>,
     store: &'a dyn Store,
 }
 
@@ -149,6 +154,7 @@ impl<'a> StepCtx<'a> {
             warnings: Vec::new(),
             links: Vec::new(),
             audits: Vec::new(),
+            settled: Vec::new(),
             store,
         }
     }
@@ -209,12 +215,21 @@ impl<'a> StepCtx<'a> {
     /// step's journal entry; until then the intent stays pending, so a
     /// crash in between makes the retry ask the target first.
     ///
+    /// `create` gets at most `deadline` (the connector's request timeout):
+    /// then it is abandoned. An earlier attempt that never reported its end
+    /// (its worker died, or lost its lease mid-call while another worker
+    /// took the run over) may still have its request on the way for
+    /// [`in_flight_window`]`(deadline)` after it began; until then this
+    /// fails transiently instead of asking the target (which would not see
+    /// that request yet) and creating the object a second time.
+    ///
     /// If another run holds a pending intent on the same key and is still
     /// running, this fails transiently rather than racing it.
     pub async fn write_once<E, EF, C, CF>(
         &mut self,
         key: BusinessKey,
         planned: PlannedRequest,
+        deadline: Duration,
         exists: E,
         create: C,
     ) -> Result<String, Failure>
@@ -243,34 +258,73 @@ impl<'a> StepCtx<'a> {
         // the winner's intent.
         let begun = self
             .store
-            .begin_intent(&key, self.run.id)
+            .begin_intent(&key, self.run.id, in_flight_window(deadline))
             .await
             .map_err(store_failure)?;
         let intent = begun.intent;
         if let IntentState::Linked { external_id } = &intent.state {
             return Ok(external_id.clone());
         }
+        if let Some(until) = begun.in_flight_until {
+            let wait = (until - Utc::now()).to_std().unwrap_or_default();
+            return Err(Failure::transient(format!(
+                "{key}: an earlier attempt (begun {}) did not report its end and its request \
+                 may still reach the target until {until}; asking again then",
+                intent.updated_at
+            ))
+            .with_retry_after(Some(wait.max(Duration::from_millis(100)))));
+        }
+        // From here this attempt owns the intent: every way out without a
+        // link reports its end, unless the request may still be on its way.
         let ours = intent.run_id == self.run.id;
         if !ours {
-            let other = self.store.run(intent.run_id).await.map_err(store_failure)?;
+            let other = self.store.run(intent.run_id).await;
+            let other = match other {
+                Ok(other) => other,
+                Err(err) => return Err(self.settle(key, store_failure(err))),
+            };
             if other.is_some_and(|o| o.run.state == RunState::Running) {
-                return Err(Failure::transient(format!(
+                let failure = Failure::transient(format!(
                     "{key} is being written by run {} right now",
                     intent.run_id
-                )));
+                ));
+                return Err(self.settle(key, failure));
             }
         }
         // A pending intent recorded before this call means an earlier
         // attempt (ours or a dead run's) may have reached the target.
         if !begun.inserted {
-            if let Some(found) = exists().await? {
-                self.link(key, found.clone(), "linked_existing", planned);
-                return Ok(found);
+            match exists().await {
+                Ok(Some(found)) => {
+                    self.link(key, found.clone(), "linked_existing", planned);
+                    return Ok(found);
+                }
+                Ok(None) => {}
+                Err(failure) => return Err(self.settle(key, failure)),
             }
         }
-        let created = create().await?;
+        let created = match tokio::time::timeout(deadline, create()).await {
+            Ok(Ok(created)) => created,
+            Ok(Err(failure)) if failure.outcome_uncertain => return Err(failure),
+            Ok(Err(failure)) => return Err(self.settle(key, failure)),
+            Err(_) => {
+                return Err(Failure::transient(format!(
+                    "{key}: the write took longer than {deadline:?} and was abandoned; \
+                     it may still have reached the target"
+                ))
+                .uncertain())
+            }
+        };
         self.link(key, created.clone(), "created", planned);
         Ok(created)
+    }
+
+    /// Notes that this step's attempt on `key` ended without a link and
+    /// without a request left on its way: the runtime settles the intent
+    /// when the step fails, so the retry need not wait. Returns `failure`.
+    fn settle(&mut self, key: BusinessKey, failure: Failure) -> Failure {
+        self.settled.push(key);
+        failure
     }
 
     /// Queues the link and its audit entry for the step's commit.
@@ -294,6 +348,13 @@ impl<'a> StepCtx<'a> {
         });
         self.links.push(Link { key, external_id });
     }
+}
+
+/// How long after it began a write abandoned at `deadline` may still
+/// reach its target: the target may go on working on a request it
+/// received for about as long as we waited for it, so twice the deadline.
+pub fn in_flight_window(deadline: Duration) -> Duration {
+    deadline.saturating_mul(2)
 }
 
 /// A store failure seen by a step: retry later (the store may come back).

@@ -91,7 +91,14 @@ impl RetryPolicy {
             ErrorClass::RateLimited => failure
                 .retry_after
                 .unwrap_or(Duration::from_secs(self.rate_limited_default_secs)),
-            ErrorClass::Transient | ErrorClass::Unknown => self.backoff(attempt, rng),
+            // A transient failure may know when trying again makes sense
+            // (503 with Retry-After; a write that may still be in flight).
+            ErrorClass::Transient | ErrorClass::Unknown => {
+                let backoff = self.backoff(attempt, rng);
+                failure
+                    .retry_after
+                    .map_or(backoff, |wait| wait.max(backoff))
+            }
             _ => self.backoff(attempt, rng),
         };
         // A target asking for more than max_age (`Retry-After:

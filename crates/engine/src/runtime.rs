@@ -440,6 +440,10 @@ pub async fn execute(
             };
             // The last step ends the run in the same commit.
             let last = index + 1 == steps.len();
+            // Kept in case the commit is refused: the writes are done
+            // whoever owns the run now, and their links spare the new
+            // owner a wait and a question to the target.
+            let done = ctx.links.clone();
             let commit = StepCommit {
                 record,
                 links: std::mem::take(&mut ctx.links),
@@ -451,12 +455,16 @@ pub async fn execute(
                     output = committed;
                     finished = last;
                 }
-                Err(StoreError::LeaseLost(_)) => return Execution::LeaseLost,
+                Err(StoreError::LeaseLost(_)) => {
+                    link_done(store, done).await;
+                    return Execution::LeaseLost;
+                }
                 Err(err) => {
+                    link_done(store, done).await;
                     return Execution::Failed {
                         step: step.to_owned(),
                         failure: crate::flow::store_failure(err),
-                    }
+                    };
                 }
             }
         }
@@ -469,11 +477,22 @@ pub async fn execute(
     Execution::Completed { finished }
 }
 
-/// Links and audits, outside a step commit, the writes a failed step made.
-async fn flush_effects(store: &dyn Store, ctx: &mut StepCtx<'_>) {
-    for link in std::mem::take(&mut ctx.links) {
+/// Links, outside a step commit, writes known to be done.
+async fn link_done(store: &dyn Store, links: Vec<ledgerbridge_store::Link>) {
+    for link in links {
         if let Err(err) = store.link_intent(&link.key, &link.external_id).await {
             tracing::warn!(key = %link.key, error = %err, "linking a completed write failed; the retry will ask the target");
+        }
+    }
+}
+
+/// Links and audits, outside a step commit, the writes a failed step made,
+/// and settles the intents whose attempt ended without a write.
+async fn flush_effects(store: &dyn Store, ctx: &mut StepCtx<'_>) {
+    link_done(store, std::mem::take(&mut ctx.links)).await;
+    for key in std::mem::take(&mut ctx.settled) {
+        if let Err(err) = store.settle_intent(&key).await {
+            tracing::warn!(%key, error = %err, "settling an intent failed; its retry waits until the attempt cannot be in flight");
         }
     }
     for entry in std::mem::take(&mut ctx.audits) {

@@ -123,6 +123,7 @@ macro_rules! conformance_suite {
             replay_rejects_other_states,
             discard_rules,
             begin_intent_is_insert_if_absent,
+            an_unsettled_attempt_blocks_another_until_it_cannot_be_in_flight,
             link_intent_rules,
             ledger_lists_one_connection_and_kind,
             cursors_round_trip,
@@ -522,7 +523,10 @@ pub async fn commit_step_writes_step_links_audit_and_finish_together(store: Arc<
     let id = enqueue(&store, new_run("flow")).await;
     let claimed = claim_one(&store, LEASE).await;
     let key = BusinessKey::new("kashflow:main", "invoice", "order:SO-9");
-    store.begin_intent(&key, id).await.expect("begin");
+    store
+        .begin_intent(&key, id, IN_FLIGHT)
+        .await
+        .expect("begin");
     let record = step("invoice", json!({"number": "1001"}));
     let mut commit = StepCommit::record(record.clone());
     commit.links.push(Link {
@@ -561,7 +565,10 @@ pub async fn commit_step_is_all_or_nothing(store: Arc<dyn Store>) {
     let taken = BusinessKey::new("kashflow:main", "customer", "OC-1");
     store.link_intent(&taken, "CUST-A").await.expect("link");
     let fresh = BusinessKey::new("kashflow:main", "invoice", "order:SO-10");
-    store.begin_intent(&fresh, id).await.expect("begin");
+    store
+        .begin_intent(&fresh, id, IN_FLIGHT)
+        .await
+        .expect("begin");
 
     // A key already linked to another object: refused as a whole.
     let mut conflicting = StepCommit::record(step("customer", json!({"code": "CUST-B"})));
@@ -1062,7 +1069,10 @@ pub async fn discard_rules(store: Arc<dyn Store>) {
 pub async fn begin_intent_is_insert_if_absent(store: Arc<dyn Store>) {
     let key = BusinessKey::new("kashflow:main", "invoice", "order:SO-1001");
     let first_run = Uuid::new_v4();
-    let begun = store.begin_intent(&key, first_run).await.expect("begin");
+    let begun = store
+        .begin_intent(&key, first_run, IN_FLIGHT)
+        .await
+        .expect("begin");
     assert!(begun.inserted);
     let first = begun.intent;
     assert_eq!(first.key, key);
@@ -1070,7 +1080,7 @@ pub async fn begin_intent_is_insert_if_absent(store: Arc<dyn Store>) {
     assert_eq!(first.state, IntentState::Pending);
 
     let again = store
-        .begin_intent(&key, Uuid::new_v4())
+        .begin_intent(&key, Uuid::new_v4(), IN_FLIGHT)
         .await
         .expect("begin again");
     assert!(!again.inserted);
@@ -1081,12 +1091,99 @@ pub async fn begin_intent_is_insert_if_absent(store: Arc<dyn Store>) {
     assert_eq!(store.intent(&other).await.expect("intent"), None);
 }
 
+/// How long a test's attempts may be in flight.
+const IN_FLIGHT: Duration = Duration::from_secs(60);
+
+/// A pending intent's attempt that did not report its end blocks a new
+/// attempt for `in_flight_for`; a settled one, or an old one, does not.
+pub async fn an_unsettled_attempt_blocks_another_until_it_cannot_be_in_flight(
+    store: Arc<dyn Store>,
+) {
+    let key = BusinessKey::new("kashflow:main", "invoice", "order:SO-77");
+    let run = Uuid::new_v4();
+    let first = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    assert!(first.inserted);
+    assert_eq!(first.in_flight_until, None);
+
+    // The first attempt did not report: a second must wait for it.
+    let blocked = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    assert!(!blocked.inserted);
+    assert_eq!(
+        blocked.in_flight_until,
+        Some(first.intent.updated_at + chrono::TimeDelta::seconds(60))
+    );
+    assert_eq!(
+        blocked.intent, first.intent,
+        "a blocked attempt changes nothing"
+    );
+
+    // Long enough ago (here: no window at all): a new attempt starts.
+    let restarted = store
+        .begin_intent(&key, run, Duration::ZERO)
+        .await
+        .expect("begin");
+    assert!(!restarted.inserted);
+    assert_eq!(restarted.in_flight_until, None);
+    assert!(restarted.intent.updated_at >= first.intent.updated_at);
+    assert_eq!(restarted.intent.state, IntentState::Pending);
+    // ... and that new attempt blocks the next one in turn.
+    let blocked = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    assert!(blocked.in_flight_until.is_some());
+
+    // An attempt that ended (settled) does not block.
+    store.settle_intent(&key).await.expect("settle");
+    let after_settle = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    assert_eq!(after_settle.in_flight_until, None);
+    let blocked = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    assert!(
+        blocked.in_flight_until.is_some(),
+        "beginning again unsettles: the new attempt may be in flight"
+    );
+
+    // Linked: settling is a no-op and nothing is ever in flight.
+    store.link_intent(&key, "INV-77").await.expect("link");
+    store.settle_intent(&key).await.expect("settle linked");
+    let linked = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    assert_eq!(linked.in_flight_until, None);
+    assert_eq!(
+        linked.intent.state,
+        IntentState::Linked {
+            external_id: "INV-77".to_owned()
+        }
+    );
+    // Settling an unknown key is a no-op too.
+    let unknown = BusinessKey::new("kashflow:main", "invoice", "order:none");
+    store.settle_intent(&unknown).await.expect("settle unknown");
+    assert_eq!(store.intent(&unknown).await.expect("intent"), None);
+}
+
 /// `link_intent`: pending -> linked, idempotent for the same id, refused
 /// for another, and inserts a linked row for an unknown key.
 pub async fn link_intent_rules(store: Arc<dyn Store>) {
     let key = BusinessKey::new("kashflow:main", "invoice", "order:SO-1");
     let run_id = Uuid::new_v4();
-    store.begin_intent(&key, run_id).await.expect("begin");
+    store
+        .begin_intent(&key, run_id, IN_FLIGHT)
+        .await
+        .expect("begin");
     store.link_intent(&key, "INV-1").await.expect("link");
     store.link_intent(&key, "INV-1").await.expect("link again");
     assert_invalid_state(store.link_intent(&key, "INV-2").await);
@@ -1099,7 +1196,7 @@ pub async fn link_intent_rules(store: Arc<dyn Store>) {
     );
     assert_eq!(intent.run_id, run_id);
     let begun = store
-        .begin_intent(&key, Uuid::new_v4())
+        .begin_intent(&key, Uuid::new_v4(), IN_FLIGHT)
         .await
         .expect("begin after link");
     assert!(!begun.inserted);
@@ -1130,7 +1227,7 @@ pub async fn ledger_lists_one_connection_and_kind(store: Arc<dyn Store>) {
     ];
     for key in &keys {
         store
-            .begin_intent(key, Uuid::new_v4())
+            .begin_intent(key, Uuid::new_v4(), IN_FLIGHT)
             .await
             .expect("begin");
     }
@@ -1487,7 +1584,10 @@ pub async fn failed_write_does_not_disturb_concurrent_writes(store: Arc<dyn Stor
     let event = new_event("gateway", "evt_x");
     store.ingest(event.clone(), vec![]).await.expect("ingest");
     let key = BusinessKey::new("kashflow:main", "invoice", "order:9");
-    store.begin_intent(&key, id).await.expect("begin");
+    store
+        .begin_intent(&key, id, IN_FLIGHT)
+        .await
+        .expect("begin");
     store.link_intent(&key, "INV-9").await.expect("link");
 
     for round in 0..5 {

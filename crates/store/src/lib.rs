@@ -316,6 +316,12 @@ pub struct BegunIntent {
     /// `true` if this call recorded it; `false` if it was there before
     /// (an earlier attempt, or another run, may have written the object).
     pub inserted: bool,
+    /// Set when the intent is pending and its last attempt began less
+    /// than `in_flight_for` ago without reporting its end (its worker died
+    /// or lost its lease mid-call): that attempt's request may still reach
+    /// the target until this time. Nothing was changed; the caller must
+    /// neither ask the target nor write before then.
+    pub in_flight_until: Option<DateTime<Utc>>,
 }
 
 /// An audit entry to append.
@@ -418,9 +424,25 @@ pub trait Store: Send + Sync + 'static {
     // ---- effectively-once writes ----
 
     /// Records the intent to create the object named by `key`, unless one
-    /// exists. Returns the intent as stored (possibly an earlier one, maybe
-    /// from another run, maybe already `Linked`).
-    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<BegunIntent>;
+    /// exists, and starts an attempt on it. Returns the intent as stored
+    /// (possibly an earlier one, maybe from another run, maybe already
+    /// `Linked`).
+    ///
+    /// A pending intent starts a new attempt (its `updated_at` becomes
+    /// now) if its last attempt is settled ([`Store::settle_intent`]) or
+    /// began at least `in_flight_for` ago; otherwise the earlier attempt
+    /// may still be in flight and `in_flight_until` says until when.
+    async fn begin_intent(
+        &self,
+        key: &BusinessKey,
+        run_id: Uuid,
+        in_flight_for: Duration,
+    ) -> Result<BegunIntent>;
+
+    /// Marks the last attempt on a pending intent as ended without a link:
+    /// its write was answered with an error, or never sent. The next
+    /// attempt may then ask the target at once. No-op on a linked intent.
+    async fn settle_intent(&self, key: &BusinessKey) -> Result<()>;
 
     /// Links the key to the external object's id (the write is known done).
     /// Idempotent for the same id; `InvalidState` if linked to another id.

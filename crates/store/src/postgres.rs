@@ -34,11 +34,18 @@ use crate::{
 use ingest::IngestQueue;
 
 /// Schema migrations, applied in order; the number is the version.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "intent settled",
+        include_str!("../migrations/postgres/0002_intent_settled.sql"),
+    ),
+];
 
 /// Advisory lock keys (arbitrary constants, unique to Ledgerbridge).
 const MIGRATION_LOCK: i64 = 0x4c42_0001;
@@ -655,11 +662,16 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<BegunIntent> {
+    async fn begin_intent(
+        &self,
+        key: &BusinessKey,
+        run_id: Uuid,
+        in_flight_for: Duration,
+    ) -> Result<BegunIntent> {
         let query = format!(
             "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
-                                  created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'pending', NULL, now(), now())
+                                  created_at, updated_at, settled)
+             VALUES ($1, $2, $3, $4, 'pending', NULL, now(), now(), false)
              ON CONFLICT (connection, kind, key) DO NOTHING
              RETURNING {INTENT_COLUMNS}"
         );
@@ -675,16 +687,66 @@ impl Store for PgStore {
             return Ok(BegunIntent {
                 intent: intent_from_row(&row)?,
                 inserted: true,
+                in_flight_until: None,
             });
         }
-        // It existed: a fresh statement sees the committed row.
+        // Pending from an earlier attempt: start a new one only if that
+        // attempt ended or can no longer be in flight. The row lock makes
+        // two resumers race safely: the second sees the first's new
+        // attempt and waits for it. The database's clock decides, as it
+        // wrote `updated_at`.
+        let micros = i64::try_from(in_flight_for.as_micros()).unwrap_or(MAX_LEASE_MICROS);
+        let restarted = format!(
+            "UPDATE intents SET updated_at = now(), settled = false
+             WHERE connection = $1 AND kind = $2 AND key = $3 AND state = 'pending'
+               AND (settled OR updated_at + $4::bigint * interval '1 microsecond' <= now())
+             RETURNING {INTENT_COLUMNS}"
+        );
+        let row = sqlx::query(&restarted)
+            .bind(&key.connection)
+            .bind(&key.kind)
+            .bind(&key.key)
+            .bind(micros.min(MAX_LEASE_MICROS))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_error(&e))?;
+        if let Some(row) = row {
+            return Ok(BegunIntent {
+                intent: intent_from_row(&row)?,
+                inserted: false,
+                in_flight_until: None,
+            });
+        }
+        // Linked, or pending with an attempt that may still be in flight.
         let intent = load_intent(&self.pool, key)
             .await?
             .ok_or_else(|| StoreError::Unavailable(format!("intent {key} changed concurrently")))?;
+        let in_flight_until = match intent.state {
+            crate::IntentState::Pending => Some(crate::common::lease_expiry(
+                intent.updated_at,
+                in_flight_for,
+            )),
+            crate::IntentState::Linked { .. } => None,
+        };
         Ok(BegunIntent {
             intent,
             inserted: false,
+            in_flight_until,
         })
+    }
+
+    async fn settle_intent(&self, key: &BusinessKey) -> Result<()> {
+        sqlx::query(
+            "UPDATE intents SET settled = true
+             WHERE connection = $1 AND kind = $2 AND key = $3 AND state = 'pending'",
+        )
+        .bind(&key.connection)
+        .bind(&key.kind)
+        .bind(&key.key)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_error(&e))?;
+        Ok(())
     }
 
     async fn link_intent(&self, key: &BusinessKey, external_id: &str) -> Result<()> {

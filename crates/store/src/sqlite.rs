@@ -35,11 +35,18 @@ use crate::{
 use writer::{Atomicity, WriterHandle};
 
 /// Schema migrations, applied in order; the number is the version.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "intent settled",
+        include_str!("../migrations/sqlite/0002_intent_settled.sql"),
+    ),
+];
 
 /// Tuning knobs of the SQLite backend.
 #[derive(Debug, Clone)]
@@ -692,11 +699,25 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn begin_intent(&self, key: &BusinessKey, run_id: Uuid) -> Result<BegunIntent> {
+    async fn begin_intent(
+        &self,
+        key: &BusinessKey,
+        run_id: Uuid,
+        in_flight_for: Duration,
+    ) -> Result<BegunIntent> {
         let key = key.clone();
         self.writer
             .write(Atomicity::Savepoint, move |conn| {
-                ops::begin_intent(conn, &key, run_id)
+                ops::begin_intent(conn, &key, run_id, in_flight_for)
+            })
+            .await
+    }
+
+    async fn settle_intent(&self, key: &BusinessKey) -> Result<()> {
+        let key = key.clone();
+        self.writer
+            .write(Atomicity::Statement, move |conn| {
+                ops::settle_intent(conn, &key)
             })
             .await
     }

@@ -800,6 +800,7 @@ impl CustomerSync {
             .write_once(
                 key,
                 planned,
+                self.kashflow.target().limits().timeout,
                 || async move { Ok(kashflow.get_customer(code_ref).await?.and_then(|c| c.code)) },
                 || async move {
                     match kashflow.create_customer(&customer).await {
@@ -909,6 +910,7 @@ impl CustomerSync {
             .write_once(
                 key,
                 planned,
+                self.ordercloud.target().limits().timeout,
                 || async move {
                     Ok(ordercloud
                         .get_user(buyer_ref, user_ref)

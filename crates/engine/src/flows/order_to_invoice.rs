@@ -288,6 +288,7 @@ impl OrderToInvoice {
             .write_once(
                 key,
                 planned,
+                self.kashflow.target().limits().timeout,
                 || async move {
                     let invoice = kashflow.get_invoice(number).await?;
                     Ok(invoice.and_then(|i| {
@@ -824,6 +825,7 @@ impl Flow for OrderToInvoice {
                     .write_once(
                         key,
                         planned,
+                        self.kashflow.target().limits().timeout,
                         || async move {
                             Ok(kashflow.get_customer(code_ref).await?.and_then(|c| c.code))
                         },
@@ -918,6 +920,7 @@ impl Flow for OrderToInvoice {
                     .write_once(
                         key,
                         planned,
+                        self.kashflow.target().limits().timeout,
                         || async move {
                             let found = kashflow.find_invoices_by_reference(reference).await?;
                             Ok(found

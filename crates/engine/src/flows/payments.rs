@@ -722,6 +722,7 @@ impl PaymentToInvoice {
             .write_once(
                 key.clone(),
                 planned,
+                self.kashflow.target().limits().timeout,
                 || async move {
                     // An earlier attempt's outcome is unknown: is its line there?
                     let invoice = kashflow.get_invoice(number).await?;

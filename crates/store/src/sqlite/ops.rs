@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use ledgerbridge_core::BusinessKey;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -484,13 +485,14 @@ pub(super) fn begin_intent(
     conn: &Connection,
     key: &BusinessKey,
     run_id: Uuid,
+    in_flight_for: Duration,
 ) -> Result<BegunIntent> {
-    let now = now_micros().timestamp_micros();
+    let now = now_micros();
     let inserted = conn
         .prepare_cached(
             "INSERT INTO intents (connection, kind, key, run_id, state, external_id,
-                                  created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'pending', NULL, ?, ?)
+                                  created_at, updated_at, settled)
+             VALUES (?, ?, ?, ?, 'pending', NULL, ?, ?, 0)
              ON CONFLICT (connection, kind, key) DO NOTHING",
         )
         .and_then(|mut s| {
@@ -499,17 +501,66 @@ pub(super) fn begin_intent(
                 key.kind,
                 key.key,
                 run_id.to_string(),
-                now,
-                now
+                now.timestamp_micros(),
+                now.timestamp_micros()
             ])
         })
         .map_err(sql)?;
+    let mut in_flight_until = None;
+    if inserted == 0 {
+        // Pending from an earlier attempt: start a new one only if that
+        // attempt ended or can no longer be in flight.
+        let (state, updated_at, settled): (String, i64, bool) = conn
+            .prepare_cached(
+                "SELECT state, updated_at, settled FROM intents
+                 WHERE connection = ? AND kind = ? AND key = ?",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![key.connection, key.kind, key.key], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+            })
+            .map_err(sql)?;
+        if state == "pending" {
+            let began = DateTime::<Utc>::from_timestamp_micros(updated_at)
+                .ok_or_else(|| StoreError::Fatal(format!("intent {key}: bad time {updated_at}")))?;
+            let until = lease_expiry(began, in_flight_for);
+            if settled || until <= now {
+                conn.prepare_cached(
+                    "UPDATE intents SET updated_at = ?, settled = 0
+                     WHERE connection = ? AND kind = ? AND key = ?",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        now.timestamp_micros(),
+                        key.connection,
+                        key.kind,
+                        key.key
+                    ])
+                })
+                .map_err(sql)?;
+            } else {
+                in_flight_until = Some(until);
+            }
+        }
+    }
     let intent = load_intent(conn, key)?
         .ok_or_else(|| StoreError::Fatal(format!("intent {key} vanished after insert")))?;
     Ok(BegunIntent {
         intent,
         inserted: inserted == 1,
+        in_flight_until,
     })
+}
+
+pub(super) fn settle_intent(conn: &Connection, key: &BusinessKey) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE intents SET settled = 1
+         WHERE connection = ? AND kind = ? AND key = ? AND state = 'pending'",
+    )
+    .and_then(|mut s| s.execute(params![key.connection, key.kind, key.key]))
+    .map_err(sql)?;
+    Ok(())
 }
 
 pub(super) fn link_intent(conn: &Connection, key: &BusinessKey, external_id: &str) -> Result<()> {
