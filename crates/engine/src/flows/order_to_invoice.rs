@@ -542,6 +542,11 @@ pub fn map_invoice(
             ))
         })
     };
+    let too_big = |what: &str| {
+        Failure::validation(format!(
+            "order {order_id} {what}: the amounts are beyond what an amount can hold (28 significant digits)"
+        ))
+    };
     let mut warnings = Vec::new();
     let mut kf_lines = Vec::new();
     for (index, line) in lines.iter().enumerate() {
@@ -595,26 +600,32 @@ pub fn map_invoice(
         if let Some(variant) = line.variant.as_ref().and_then(|v| v.name.clone()) {
             description = format!("{description} — {variant}");
         }
-        kf_lines.push(kf_line(
-            description,
-            quantity,
-            unit,
-            vat_level,
-            !charges_vat,
-            nominal,
-            known.map(|_| product_id.clone()),
-        ));
-        let discount = line.promotion_discount.unwrap_or_default();
-        if discount > Decimal::ZERO {
-            kf_lines.push(kf_line(
-                format!("Discount: {product_id}"),
-                Decimal::ONE,
-                -discount,
+        kf_lines.push(
+            kf_line(
+                description,
+                quantity,
+                unit,
                 vat_level,
                 !charges_vat,
                 nominal,
-                None,
-            ));
+                known.map(|_| product_id.clone()),
+            )
+            .ok_or_else(|| too_big(&format!("line {line_no} ({product_id})")))?,
+        );
+        let discount = line.promotion_discount.unwrap_or_default();
+        if discount > Decimal::ZERO {
+            kf_lines.push(
+                kf_line(
+                    format!("Discount: {product_id}"),
+                    Decimal::ONE,
+                    -discount,
+                    vat_level,
+                    !charges_vat,
+                    nominal,
+                    None,
+                )
+                .ok_or_else(|| too_big(&format!("line {line_no} ({product_id}) discount")))?,
+            );
         }
     }
     let shipping = order.shipping_cost.unwrap_or_default();
@@ -624,33 +635,47 @@ pub fn map_invoice(
         } else {
             Decimal::ZERO
         };
-        kf_lines.push(kf_line(
-            "Shipping".to_owned(),
-            Decimal::ONE,
-            shipping,
-            vat_level,
-            !charges_vat,
-            settings.shipping_nominal_code,
-            None,
-        ));
+        kf_lines.push(
+            kf_line(
+                "Shipping".to_owned(),
+                Decimal::ONE,
+                shipping,
+                vat_level,
+                !charges_vat,
+                settings.shipping_nominal_code,
+                None,
+            )
+            .ok_or_else(|| too_big("shipping"))?,
+        );
     }
-    let line_discounts: Decimal = lines.iter().filter_map(|l| l.promotion_discount).sum();
-    let order_discount = order.promotion_discount.unwrap_or_default() - line_discounts;
+    let line_discounts = lines
+        .iter()
+        .filter_map(|l| l.promotion_discount)
+        .try_fold(Decimal::ZERO, Decimal::checked_add)
+        .ok_or_else(|| too_big("line discounts"))?;
+    let order_discount = order
+        .promotion_discount
+        .unwrap_or_default()
+        .checked_sub(line_discounts)
+        .ok_or_else(|| too_big("order discount"))?;
     if order_discount > Decimal::ZERO {
         let vat_level = if charges_vat {
             rate_of(&settings.default_tax_class)?
         } else {
             Decimal::ZERO
         };
-        kf_lines.push(kf_line(
-            "Order discount".to_owned(),
-            Decimal::ONE,
-            -order_discount,
-            vat_level,
-            !charges_vat,
-            settings.default_nominal_code,
-            None,
-        ));
+        kf_lines.push(
+            kf_line(
+                "Order discount".to_owned(),
+                Decimal::ONE,
+                -order_discount,
+                vat_level,
+                !charges_vat,
+                settings.default_nominal_code,
+                None,
+            )
+            .ok_or_else(|| too_big("order discount"))?,
+        );
     }
     let currency_code = order
         .currency
@@ -679,7 +704,14 @@ pub fn map_invoice(
         .date_submitted
         .or(order.date_created)
         .unwrap_or_else(Utc::now);
-    let due = issued + chrono::Duration::days(settings.payment_terms_days);
+    let due = chrono::Duration::try_days(settings.payment_terms_days)
+        .and_then(|terms| issued.checked_add_signed(terms))
+        .ok_or_else(|| {
+            Failure::validation(format!(
+                "order {order_id}: issued {issued} plus payment_terms_days = {} is beyond the calendar",
+                settings.payment_terms_days
+            ))
+        })?;
     let invoice = Invoice {
         customer_code: Some(customer_code.to_owned()),
         customer_reference: Some(order_id.clone()),
@@ -697,6 +729,8 @@ pub fn map_invoice(
     Ok(Mapped { invoice, warnings })
 }
 
+/// A KashFlow line; `None` when its VAT is beyond what an amount can hold
+/// (hostile or broken order data: 28 significant digits at most).
 fn kf_line(
     description: String,
     quantity: Decimal,
@@ -705,21 +739,23 @@ fn kf_line(
     exempt: bool,
     nominal: i64,
     product_code: Option<String>,
-) -> KfLine {
-    KfLine {
+) -> Option<KfLine> {
+    let vat = quantity
+        .checked_mul(rate)?
+        .checked_mul(vat_level)?
+        .checked_div(Decimal::ONE_HUNDRED)?;
+    Some(KfLine {
         description: Some(description),
         quantity: Some(quantity),
         rate: Some(rate),
         vat_level: Some(vat_level),
-        vat_amount: Some(round_money(
-            quantity * rate * vat_level / Decimal::ONE_HUNDRED,
-        )),
+        vat_amount: Some(round_money(vat)),
         vat_exempt: Some(exempt),
         nominal_code: Some(nominal),
         product_code,
         project_number: Some(0),
         ..KfLine::default()
-    }
+    })
 }
 
 /// Who placed an order: the only fields the customer and contact steps
@@ -1135,6 +1171,56 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("JPY"));
+    }
+
+    /// Found in review of the fuzzing work: OrderCloud amounts near
+    /// Decimal's limit (28 digits) overflowed `quantity × rate × VAT` and
+    /// the discount sums, and a huge `payment_terms_days` overflowed the due
+    /// date — each a panic in a worker. Now each is a validation failure
+    /// (the run parks with the line named).
+    #[test]
+    fn amounts_and_terms_beyond_their_limits_are_refused_not_a_panic() {
+        let settings = OrderToInvoiceSettings::default();
+        let o = order(json!({"ID": "SO-HUGE", "BillingAddress": {"Country": "GB"}}));
+        let mut huge = line("WID1", 1_000, "1", None);
+        huge.unit_price = Some(Decimal::MAX);
+        let err = map_invoice(&settings, &o, &[huge], &known_products(), "C").unwrap_err();
+        assert_eq!(err.class, ErrorClass::Validation);
+        assert!(err.message.contains("line 1 (WID1)"), "{}", err.message);
+
+        let mut a = line("WID1", 1, "1", None);
+        let mut b = line("WID1", 1, "1", None);
+        a.promotion_discount = Some(Decimal::MAX);
+        b.promotion_discount = Some(Decimal::MAX);
+        let err = map_invoice(&settings, &o, &[a, b], &known_products(), "C").unwrap_err();
+        assert_eq!(err.class, ErrorClass::Validation);
+        assert!(err.message.contains("discount"), "{}", err.message);
+
+        let mut o = o;
+        o.promotion_discount = Some(Decimal::MIN);
+        let mut c = line("WID1", 1, "1", None);
+        c.promotion_discount = Some(Decimal::ONE);
+        let err = map_invoice(&settings, &o, &[c], &known_products(), "C").unwrap_err();
+        assert!(err.message.contains("order discount"), "{}", err.message);
+
+        let far = OrderToInvoiceSettings {
+            payment_terms_days: i64::MAX,
+            ..OrderToInvoiceSettings::default()
+        };
+        let o = order(json!({"ID": "SO-LATE", "BillingAddress": {"Country": "GB"}}));
+        let err = map_invoice(
+            &far,
+            &o,
+            &[line("WID1", 1, "1", None)],
+            &known_products(),
+            "C",
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("payment_terms_days"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

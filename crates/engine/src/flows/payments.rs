@@ -542,9 +542,21 @@ pub fn decide(
         }
     }
     let currency = invoice_currency.unwrap_or_default();
-    let due = invoice.due_amount.unwrap_or_else(|| {
-        invoice.gross_amount.unwrap_or_default() - invoice.total_paid_amount.unwrap_or_default()
-    });
+    let beyond = || {
+        Failure::validation(format!(
+            "{} of {} for order {order_id}: invoice {number}'s amounts are beyond what an amount \
+             can hold (28 significant digits); record it by hand",
+            movement.reference, movement.amount
+        ))
+    };
+    let due = match invoice.due_amount {
+        Some(due) => due,
+        None => invoice
+            .gross_amount
+            .unwrap_or_default()
+            .checked_sub(invoice.total_paid_amount.unwrap_or_default())
+            .ok_or_else(beyond)?,
+    };
     let mut warnings = Vec::new();
     let signed = match movement.kind {
         MovementKind::Refund => -movement.amount,
@@ -559,7 +571,10 @@ pub fn decide(
             movement.amount
         }
         MovementKind::Payment if movement.amount > due => {
-            let excess = movement.amount - due.max(Decimal::ZERO);
+            let excess = movement
+                .amount
+                .checked_sub(due.max(Decimal::ZERO))
+                .ok_or_else(beyond)?;
             match settings.overpayment {
                 Overpayment::Apply => {
                     warnings.push(format!(

@@ -315,3 +315,18 @@ fn a_payment_in_another_currency_parks() {
         err.message
     );
 }
+
+/// Found in review of the fuzzing work: an invoice from KashFlow with no
+/// `AmountDue` and amounts near Decimal's limit overflowed `gross - paid`
+/// (a panic in a worker). Now the payment parks, saying why.
+#[test]
+fn an_invoice_with_amounts_beyond_their_limits_parks_the_payment_not_a_panic() {
+    let (order, m) = movement(&succeeded("pi_9", 12000, "gbp", Some("SO-9")));
+    let mut hostile = invoice("1", &[]);
+    hostile.due_amount = None;
+    hostile.gross_amount = Some(Decimal::MAX);
+    hostile.total_paid_amount = Some(Decimal::MIN);
+    let err = decide(&PaymentSettings::default(), &order, &m, &hostile).unwrap_err();
+    assert_eq!(err.class, ErrorClass::Validation);
+    assert!(err.message.contains("invoice 7"), "{}", err.message);
+}
