@@ -9,17 +9,12 @@ use std::path::Path;
 use ledgerbridge_mapping::load_str;
 use proptest::prelude::*;
 
+mod common;
+use common::mangle::{apply, edit, Edit};
+
 fn shipped_text() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../flows/order-to-invoice.yaml");
     std::fs::read_to_string(path).expect("the shipped flow file")
-}
-
-/// One edit of `text` at a byte offset (kept on a char boundary).
-#[derive(Debug, Clone)]
-enum Edit {
-    Delete { at: usize, len: usize },
-    Insert { at: usize, what: String },
-    Truncate { at: usize },
 }
 
 fn edit_strategy() -> impl Strategy<Value = Edit> {
@@ -35,41 +30,7 @@ fn edit_strategy() -> impl Strategy<Value = Edit> {
         Just("[".repeat(300)),
         "\\PC{0,16}",
     ];
-    prop_oneof![
-        (0usize..1_000_000, 1usize..40).prop_map(|(at, len)| Edit::Delete { at, len }),
-        (0usize..1_000_000, junk).prop_map(|(at, what)| Edit::Insert { at, what }),
-        (0usize..1_000_000).prop_map(|at| Edit::Truncate { at }),
-    ]
-}
-
-fn boundary(text: &str, at: usize) -> usize {
-    let mut at = at % (text.len() + 1);
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-fn apply(text: &str, edits: &[Edit]) -> String {
-    let mut text = text.to_owned();
-    for edit in edits {
-        match edit {
-            Edit::Delete { at, len } => {
-                let start = boundary(&text, *at);
-                let end = boundary(&text, (start + len).min(text.len()));
-                text.replace_range(start..end.max(start), "");
-            }
-            Edit::Insert { at, what } => {
-                let at = boundary(&text, *at);
-                text.insert_str(at, what);
-            }
-            Edit::Truncate { at } => {
-                let at = boundary(&text, *at);
-                text.truncate(at);
-            }
-        }
-    }
-    text
+    edit(0usize..1_000_000, 40, junk)
 }
 
 fn check(text: &str) {

@@ -33,6 +33,9 @@ use serde_json::{json, Value as Json};
 use vrl::compiler::Function;
 use vrl::value::{ObjectMap, Value};
 
+mod common;
+use common::mangle::{apply, edit};
+
 fn flows_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../flows")
 }
@@ -164,51 +167,6 @@ fn vrl_junk() -> impl Strategy<Value = String> {
     ]
 }
 
-#[derive(Debug, Clone)]
-enum Edit {
-    Delete { at: usize, len: usize },
-    Insert { at: usize, what: String },
-    Truncate { at: usize },
-}
-
-fn edit(junk: impl Strategy<Value = String>) -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (any::<usize>(), 1usize..24).prop_map(|(at, len)| Edit::Delete { at, len }),
-        (any::<usize>(), junk).prop_map(|(at, what)| Edit::Insert { at, what }),
-        any::<usize>().prop_map(|at| Edit::Truncate { at }),
-    ]
-}
-
-fn boundary(text: &str, at: usize) -> usize {
-    let mut at = at % (text.len() + 1);
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-fn apply(text: &str, edits: &[Edit]) -> String {
-    let mut text = text.to_owned();
-    for edit in edits {
-        match edit {
-            Edit::Delete { at, len } => {
-                let start = boundary(&text, *at);
-                let end = boundary(&text, (start + len).min(text.len())).max(start);
-                text.replace_range(start..end, "");
-            }
-            Edit::Insert { at, what } => {
-                let at = boundary(&text, *at);
-                text.insert_str(at, what);
-            }
-            Edit::Truncate { at } => {
-                let at = boundary(&text, *at);
-                text.truncate(at);
-            }
-        }
-    }
-    text
-}
-
 /// A one-step flow whose map program is `program`: as a block scalar when
 /// YAML can hold it that way (so positions inside it are worked out),
 /// else as a double-quoted string.
@@ -298,7 +256,7 @@ fn mangled_programs_compile_or_are_refused_with_a_span() {
     let programs = shipped_programs();
     let strategy = (
         prop::sample::select(programs),
-        prop::collection::vec(edit(vrl_junk()), 1..5),
+        prop::collection::vec(edit(any::<usize>(), 24, vrl_junk()), 1..5),
     );
     config_runner(300)
         .run(&strategy, |(program, edits)| {

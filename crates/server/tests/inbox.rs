@@ -418,19 +418,7 @@ async fn health_and_readiness() {
 /// it cannot keep, and accepts again once the database is back.
 #[tokio::test]
 async fn store_unavailable_answers_503_then_recovers() {
-    let admin_url = std::env::var("LEDGERBRIDGE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
-    let name = format!("lb_inbox_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&format!("{admin_url}/postgres"))
-        .await
-        .expect("PostgreSQL must answer at LEDGERBRIDGE_TEST_PG (run scripts/ensure-postgres)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let store = ledgerbridge_store::open(&format!("{admin_url}/{name}"))
-        .await
-        .unwrap();
+    let (store, admin, name) = postgres_store().await;
     let inbox = start_with(store, tempfile::tempdir().unwrap()).await;
 
     let body = submit_body("SO-5", "log-5");
