@@ -76,24 +76,8 @@ async fn kill_loop(database: &str, dir: &std::path::Path, orders_n: usize, kills
     assert_eq!(accepted.load(Ordering::SeqCst), orders_n);
 
     let db = database.to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let counts = run_counts(&db).await;
-        let pending: u64 = ["queued", "running", "retrying"]
-            .iter()
-            .map(|s| counts.get(*s).copied().unwrap_or(0))
-            .sum();
-        if pending == 0 {
-            assert_eq!(counts.get("parked"), None, "parked runs: {counts:?}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "runs still pending after 120 s: {counts:?}\n{}",
-            engine.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let counts = wait_settled(&db, 120, 1, || {}, || engine.log_text()).await;
+    assert_eq!(counts.get("parked"), None, "parked runs: {counts:?}");
     target.assert_exactly_one_invoice_each(&orders);
     // The lost answers were recovered by asking KashFlow, not by creating.
     let store = ledgerbridge_store::open(&db).await.unwrap();

@@ -212,26 +212,9 @@ impl Shop {
 }
 
 async fn wait_quiet(database: &str, secs: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     // Give events in flight from the simulators a moment to arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut quiet_polls = 0;
-    loop {
-        let counts = run_counts(database).await;
-        let pending: u64 = ["queued", "running", "retrying"]
-            .iter()
-            .map(|s| counts.get(*s).copied().unwrap_or(0))
-            .sum();
-        quiet_polls = if pending == 0 { quiet_polls + 1 } else { 0 };
-        if quiet_polls >= 3 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "runs still pending after {secs} s: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    wait_settled(database, secs, 3, || {}, String::new).await;
 }
 
 /// Full, partial and over-payments and a refund, each to the penny; the

@@ -612,6 +612,39 @@ pub async fn run_counts(database: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Waits until no run is queued, running or retrying, `quiet` polls in a
+/// row (events still on their way may start new runs in between), calling
+/// `poll` at each (to check that the engine is alive, say); panics after
+/// `secs` with the counts and `context()`. The counts at the end.
+pub async fn wait_settled(
+    database: &str,
+    secs: u64,
+    quiet: u32,
+    mut poll: impl FnMut(),
+    context: impl Fn() -> String,
+) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut quiet_polls = 0;
+    loop {
+        poll();
+        let counts = run_counts(database).await;
+        let pending: u64 = ["queued", "running", "retrying"]
+            .iter()
+            .map(|s| counts.get(*s).copied().unwrap_or(0))
+            .sum();
+        quiet_polls = if pending == 0 { quiet_polls + 1 } else { 0 };
+        if quiet_polls >= quiet {
+            return counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs still pending after {secs} s: {counts:?}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls until `done()` or panics after `secs` with `context()`.
 pub async fn wait_until<F, C>(secs: u64, mut done: F, context: C)
 where
