@@ -36,7 +36,15 @@ pub struct Target {
     pub sandbox: Sandbox,
     pub addr: SocketAddr,
     pub counts: Counts,
+    held: Held,
     _task: tokio::task::JoinHandle<()>,
+}
+
+/// Requests held at the door (`METHOD /exact/path`), and how many wait there.
+#[derive(Clone, Default)]
+struct Held {
+    routes: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn route_key(method: &str, path: &str) -> String {
@@ -66,10 +74,23 @@ impl Target {
         let sandbox = Sandbox::new(config);
         let counts: Counts = Arc::default();
         let counter = counts.clone();
+        let held = Held::default();
+        let door = held.clone();
         let router = sandbox.router().layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
                 let counter = counter.clone();
+                let door = door.clone();
                 async move {
+                    let exact = format!("{} {}", req.method(), req.uri().path());
+                    if door.routes.lock().unwrap().contains(&exact) {
+                        door.waiting
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        while door.routes.lock().unwrap().contains(&exact) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        door.waiting
+                            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     let key = route_key(req.method().as_str(), req.uri().path());
                     *counter.lock().unwrap().entry(key).or_default() += 1;
                     let response: Response = next.run(req).await;
@@ -86,8 +107,26 @@ impl Target {
             sandbox,
             addr,
             counts,
+            held,
             _task: task,
         }
+    }
+
+    /// Holds every request to `route` (`METHOD /exact/path`, no query) at
+    /// the door until [`Target::release`]: a system that is slow to answer
+    /// one kind of request, so a test can order what the engine sees.
+    pub fn hold(&self, route: &str) {
+        self.held.routes.lock().unwrap().insert(route.to_owned());
+    }
+
+    /// Lets the requests held for `route` through.
+    pub fn release(&self, route: &str) {
+        self.held.routes.lock().unwrap().remove(route);
+    }
+
+    /// Requests waiting at the door now.
+    pub fn held_waiting(&self) -> usize {
+        self.held.waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn base(&self) -> String {

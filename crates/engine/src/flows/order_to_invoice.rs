@@ -35,12 +35,14 @@ use ledgerbridge_connectors::kashflow::{
 use ledgerbridge_connectors::ordercloud::{Address, Direction, LineItem, Order, OrderCloudClient};
 use ledgerbridge_connectors::xconnect::{NewContact, XConnectClient};
 use ledgerbridge_core::{BusinessKey, ErrorClass, Failure};
+use ledgerbridge_store::IntentState;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::flow::{Flow, Mode, PlannedRequest, StepCtx, Trigger};
+use crate::flows::customer_sync::{self, CustomerRecord};
 use crate::flows::mapped_invoice::FlowFileMapping;
 use crate::flows::payments::{is_payment_flow_reference, order_status_reference};
 
@@ -820,6 +822,23 @@ impl Flow for OrderToInvoice {
                 };
                 let kashflow = &self.kashflow;
                 let code_ref = &code;
+                // What KashFlow gets is what OrderCloud held when the order was
+                // placed: customer sync's common ancestor of the two records.
+                // Noted before the create (an attempt killed after its POST
+                // links the customer on the next one, never creating it again)
+                // unless another run has claimed the customer already.
+                let claimed = ctx
+                    .store()
+                    .intent(&key)
+                    .await
+                    .map_err(crate::flow::store_failure)?;
+                if claimed.is_none_or(|intent| {
+                    intent.run_id == ctx.run.id
+                        && !matches!(intent.state, IntentState::Linked { .. })
+                }) {
+                    let base = CustomerRecord::from_customer(&customer);
+                    customer_sync::save_base(ctx, &code, &base).await?;
+                }
                 let linked = ctx
                     .write_once(
                         key,
