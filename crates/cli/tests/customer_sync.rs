@@ -716,3 +716,134 @@ async fn a_kashflow_change_made_before_the_poll_first_saw_the_customer_is_not_lo
     assert!(parked.is_empty(), "parked: {parked:#?}");
     assert!(engine.sigterm().success());
 }
+
+/// Found by the chaos soak (seed 5815460067733499020): a shopper's "user
+/// created" webhook made their KashFlow customer (customer sync, before
+/// their order did), and the engine was killed after that create and
+/// before the run saved the sync state. KashFlow then changed the last
+/// name before the poll had ever listed the customer, so the poll's event
+/// was a creation naming no field. The repeated run's first sync found the
+/// customer on both sides with no noted base (only the order flow noted
+/// one, and only when it created the customer itself): the last name was
+/// left unsettled, no later event settled it, and KashFlow's "Eveson" never
+/// reached OrderCloud — with no parked run. The create now notes the base,
+/// whichever flow makes it, and the side that moved away from it wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kashflow_last_name_reaches_ordercloud_after_a_first_sync_killed_before_saving_its_state()
+{
+    const LIST: &str = "GET /kashflow/v2/customers";
+    const CONTACT: &str = "POST /xconnect/contacts";
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // The poll's next look at KashFlow's customers waits at the door, and
+    // so does the xConnect contact the run writes after KashFlow.
+    target.hold(LIST);
+    wait_until(
+        30,
+        || target.held_waiting() > 0,
+        || "the engine never listed KashFlow's customers again".to_owned(),
+    )
+    .await;
+    target.hold(CONTACT);
+    // A shopper signs up; their "user created" webhook makes the KashFlow
+    // customer; the run stops at the xConnect write, its state not saved.
+    let user = oc_user("drv-kill", "Ada", "Johnson", "ada@example.com");
+    oc.create_user(BUYER, &user).await.unwrap();
+    let client = reqwest::Client::new();
+    let created = user_envelope("POST", &user, &serde_json::to_value(&user).unwrap());
+    deliver(&client, &spec.base(), &created).await;
+    wait_until(
+        60,
+        || target.held_waiting() > 1,
+        || "the run never reached its xConnect write".to_owned(),
+    )
+    .await;
+    assert!(kf.get_customer("OC-DRV-KILL").await.unwrap().is_some());
+    engine.sigkill();
+    target.release(CONTACT);
+
+    // KashFlow changes the last name; the poll has not seen the customer.
+    let mut customer = kf.get_customer("OC-DRV-KILL").await.unwrap().unwrap();
+    customer.contacts.as_mut().unwrap()[0].last_name = Some("Eveson".to_owned());
+    let update = Customer {
+        contacts: customer.contacts.clone(),
+        ..Customer::default()
+    };
+    kf.update_customer("OC-DRV-KILL", &update).await.unwrap();
+
+    // The restarted engine repeats the run (a first sync), then polls.
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_plan(&database, "ordercloud", 1).await;
+    target.release(LIST);
+
+    let want = record("Ada", "Eveson", "ada@example.com", "");
+    wait_agree(&kf, &oc, "OC-DRV-KILL", "drv-kill", &want).await;
+    let parked = store_parked(&database).await;
+    assert!(parked.is_empty(), "parked: {parked:#?}");
+    assert!(engine.sigterm().success());
+}
+
+/// A difference nothing can settle — both systems knew the person before
+/// the sync was set up, with different last names, and neither changes it
+/// again — is not left in silence: the settling pass after the first sync
+/// parks a run naming the field and both values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_difference_no_change_settles_is_reported_by_a_parked_run() {
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let user = oc_user("u-old", "Ola", "Older", "ola@example.com");
+    oc.create_user(BUYER, &user).await.unwrap();
+    let customer = kf_customer("OC-U-OLD", "Ola", "Oldman", "ola@example.com");
+    kf.create_customer(&customer).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let mut spec = spec(&target, &database, dir.path());
+    spec.extra.push_str("settle_after_secs = 1\n");
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // A phone set in OrderCloud: its webhook is the customer's first sync.
+    let patch = json!({"Phone": "0100 000 0003"});
+    let patched = oc.patch_user(BUYER, "u-old", &patch).await.unwrap();
+    let client = reqwest::Client::new();
+    deliver(
+        &client,
+        &spec.base(),
+        &user_envelope("PATCH", &patched, &patch),
+    )
+    .await;
+    wait_for_plan(&database, "ordercloud", 1).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let parked = loop {
+        let parked = store_parked(&database).await;
+        if !parked.is_empty() {
+            break parked;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unsettled last name was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(parked.len(), 1, "parked: {parked:#?}");
+    assert!(
+        parked[0].contains(r#"last_name (OrderCloud \"Older\", KashFlow \"Oldman\")"#),
+        "parked: {parked:#?}"
+    );
+    // The phone went through; the last names are as they were.
+    let (k, o) = both(&kf, &oc, "OC-U-OLD", "u-old").await;
+    assert_eq!(k.unwrap().phone, "0100 000 0003");
+    assert_eq!(o.unwrap().last_name, "Older");
+    assert!(engine.sigterm().success());
+}

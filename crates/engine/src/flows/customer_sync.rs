@@ -25,8 +25,10 @@
 //! - empty on one side: filled from the other;
 //! - owned (see below): the owner's value;
 //! - changed on one side only, when the record both started from is known
-//!   (the order flow notes what it created a KashFlow customer with: the
-//!   order's copy of the user, [`base_name`]): the side that moved;
+//!   (whichever run creates the KashFlow customer — the order flow, from the
+//!   order's copy of the user, or this flow, from the user — or the
+//!   OrderCloud user notes what it created it with, [`base_name`]): the
+//!   side that moved;
 //! - changed by this very event — the keys of an OrderCloud PATCH or PUT
 //!   body, the fields the KashFlow poll saw change (its snapshot keeps a
 //!   short hash per field): the origin's value, as for any later change;
@@ -34,6 +36,19 @@
 //!   and a warning in the run. The first later event that changes the field
 //!   on either side settles it with that side's value — an event naming the
 //!   field, or a value other than the one that side held at the first sync.
+//!   A first sync that leaves fields unsettled also queues a settling pass
+//!   ([`settle`], `settle_after_secs` later): a field that no event has
+//!   settled by then is settled if the sides now agree or one of them has
+//!   moved since the first sync, and otherwise reported — the pass parks
+//!   with both values — never left different in silence.
+//!
+//! A customer this flow created on the other side and whose state was not
+//! saved (the engine killed between the create and the save) once had no
+//! record to start from: the next first sync met a KashFlow change made in
+//! between — one the poll saw as part of a creation, naming no field — as
+//! unsettled, and no later event ever settled it: the KashFlow last name
+//! never reached OrderCloud. The create now notes the base, whichever flow
+//! makes it.
 //!
 //! Writing the whole origin record over an existing customer, as the first
 //! sync once did, lost updates: a delayed "user created" webhook wrote the
@@ -79,6 +94,8 @@ use crate::poll::{fingerprint, Change, PollBatch, PollSource, Snapshot};
 pub const NAME: &str = "customer-sync";
 /// The poll source of KashFlow customers (cursor name and event source).
 pub const POLL_SOURCE: &str = "kashflow:customers";
+/// The source named by the input of a settling pass (see [`settle`]).
+pub const SETTLE_SOURCE: &str = "customer-sync:settle";
 
 /// Which system's value of a field wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +140,10 @@ pub struct CustomerSyncSettings {
     /// Owner per field (`first_name`, `last_name`, `email`, `phone`);
     /// fields not named are `latest`.
     pub owners: BTreeMap<String, Owner>,
+    /// Seconds after a first sync that left fields unsettled before the
+    /// settling pass looks at them again (see [`settle`]); unset: three
+    /// poll intervals, at least 60 s.
+    pub settle_after_secs: Option<u64>,
 }
 
 impl Default for CustomerSyncSettings {
@@ -135,6 +156,7 @@ impl Default for CustomerSyncSettings {
             poll_interval_secs: 60,
             initial_poll: InitialPoll::Baseline,
             owners: BTreeMap::new(),
+            settle_after_secs: None,
         }
     }
 }
@@ -158,6 +180,14 @@ impl CustomerSyncSettings {
 
     fn owner(&self, field: &str) -> Owner {
         self.owners.get(field).copied().unwrap_or(Owner::Latest)
+    }
+
+    /// The wait before a settling pass (see [`settle`]).
+    pub fn settle_after(&self) -> Duration {
+        let secs = self
+            .settle_after_secs
+            .unwrap_or_else(|| 60.max(self.poll_interval_secs.saturating_mul(3)));
+        Duration::from_secs(secs)
     }
 }
 
@@ -371,19 +401,24 @@ pub fn base_name(code: &str) -> String {
     format!("customer-sync-base:{code}")
 }
 
-/// Notes `record` as the record KashFlow customer `code` was created with
-/// (by another flow; see [`base_name`]).
+/// Notes `record` as the record customer `code` was created with on one
+/// side from the other's (see [`base_name`]). Called by whichever run
+/// creates the KashFlow customer (the order flow, or this flow) or the
+/// OrderCloud user (this flow), inside its ledgered create, just before the
+/// POST: the run that creates is the one that notes, also when an earlier
+/// run claimed the customer and died before creating it, and an attempt
+/// killed after its POST has noted it already. (Noting it only when this
+/// flow's own run had not claimed the customer left the customers this
+/// flow created without a base: a first sync after a kill could then not
+/// tell which side had moved.)
 pub async fn save_base(
-    ctx: &StepCtx<'_>,
+    store: &dyn ledgerbridge_store::Store,
     code: &str,
     record: &CustomerRecord,
 ) -> Result<(), Failure> {
-    if ctx.mode == Mode::DryRun {
-        return Ok(());
-    }
     let text = serde_json::to_string(record)
         .map_err(|e| Failure::new(ErrorClass::Unknown, format!("encoding a base record: {e}")))?;
-    ctx.store()
+    store
         .set_cursor(&base_name(code), &text)
         .await
         .map_err(store_failure)
@@ -432,6 +467,10 @@ pub struct Plan {
     /// on the origin, or owned by the other system (written to the origin).
     #[serde(default)]
     pub taken: Vec<String>,
+    /// Unsettled fields a settling pass could not settle (see [`settle`]):
+    /// reported, the run parks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
 }
 
 /// What a run knows about its event besides the origin's record.
@@ -546,6 +585,44 @@ impl CustomerSync {
 
     async fn plan(&self, ctx: &StepCtx<'_>) -> Result<Plan, Failure> {
         let input = ctx.input();
+        if input["source"].as_str() == Some(SETTLE_SOURCE) {
+            let code = input["key"]
+                .as_str()
+                .ok_or_else(|| Failure::validation("the settling pass names no customer code"))?
+                .to_owned();
+            let state = load_state(ctx, &code).await?;
+            if state.unsettled.is_empty() {
+                let nobody = CustomerRecord::default();
+                return Ok(settle(code, state, &nobody, &nobody));
+            }
+            if state.user_id.is_empty() {
+                return Ok(none(
+                    Origin::Kashflow,
+                    &code,
+                    state,
+                    "no OrderCloud user to settle with",
+                ));
+            }
+            let customer = self.kashflow.get_customer(&code).await?;
+            let user = self
+                .ordercloud
+                .get_user(&state.buyer_id, &state.user_id)
+                .await?;
+            let (Some(customer), Some(user)) = (customer, user) else {
+                return Ok(none(
+                    Origin::Kashflow,
+                    &code,
+                    state,
+                    "the customer is no longer on both sides",
+                ));
+            };
+            return Ok(settle(
+                code,
+                state,
+                &CustomerRecord::from_user(&user),
+                &CustomerRecord::from_customer(&customer),
+            ));
+        }
         if input["source"].as_str() == Some(POLL_SOURCE) {
             let code = input["key"]
                 .as_str()
@@ -673,6 +750,7 @@ pub fn decide(
             changed: FIELDS.iter().map(|f| (*f).to_owned()).collect(),
             refused: Vec::new(),
             taken: Vec::new(),
+            unresolved: Vec::new(),
         };
     };
     let mut target = last.clone();
@@ -730,6 +808,7 @@ pub fn decide(
         changed,
         refused,
         taken: Vec::new(),
+        unresolved: Vec::new(),
     }
 }
 
@@ -826,7 +905,116 @@ fn first_sync_with_counterpart(
         changed,
         refused: Vec::new(),
         taken,
+        unresolved: Vec::new(),
     }
+}
+
+/// The settling pass of a customer whose first sync left fields unsettled,
+/// run [`CustomerSyncSettings::settle_after`] later, with both systems
+/// re-read. By then the events that were on their way at the first sync
+/// have been processed and have settled the fields they changed; what is
+/// still unsettled had no such event (a KashFlow change made before the
+/// poll first listed the customer, or a value written by a run killed
+/// before it saved the state), and would otherwise stay different for
+/// good. Per field:
+/// - both sides now agree: settled;
+/// - only one side holds a value other than the one it held at the first
+///   sync: that side changed it since (an event naming no field), and its
+///   value goes to the other side;
+/// - otherwise neither is known to be the newer: left as it is and
+///   reported (`unresolved`: the run parks with both values; a change of
+///   the field on either side settles it as usual).
+pub fn settle(
+    code: String,
+    mut state: SyncState,
+    ordercloud: &CustomerRecord,
+    kashflow: &CustomerRecord,
+) -> Plan {
+    let Some(mut target) = state.last.clone() else {
+        return none(
+            Origin::Kashflow,
+            &code,
+            state,
+            "no sync state: nothing to settle",
+        );
+    };
+    if state.unsettled.is_empty() {
+        return none(
+            Origin::Kashflow,
+            &code,
+            state,
+            "nothing unsettled (settled by a change meanwhile)",
+        );
+    }
+    // KashFlow's values go to OrderCloud as changes from KashFlow,
+    // OrderCloud's to KashFlow as fields KashFlow takes.
+    let (mut changed, mut taken, mut agreed, mut unresolved) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (field, open) in &state.unsettled {
+        let (oc, kf) = (ordercloud.get(field), kashflow.get(field));
+        let moved = (oc != open.ordercloud, kf != open.kashflow);
+        if oc == kf {
+            target.set(field, oc);
+            agreed.push(field.clone());
+        } else if moved == (false, true) {
+            target.set(field, kf);
+            changed.push(field.clone());
+        } else if moved == (true, false) {
+            target.set(field, oc);
+            taken.push(field.clone());
+        } else {
+            unresolved.push(field.clone());
+        }
+    }
+    for field in changed.iter().chain(&taken).chain(&agreed) {
+        state.unsettled.remove(field);
+    }
+    let mut reason = "settling pass".to_owned();
+    for (what, fields) in [
+        ("from KashFlow", &changed),
+        ("from OrderCloud", &taken),
+        ("agreed", &agreed),
+        ("unresolved", &unresolved),
+    ] {
+        if !fields.is_empty() {
+            reason.push_str(&format!("; {what}: {}", fields.join(", ")));
+        }
+    }
+    let settled = !(changed.is_empty() && taken.is_empty() && agreed.is_empty());
+    metrics::counter!("ledgerbridge_customer_sync_total", "origin" => "settle", "outcome" => if unresolved.is_empty() { "settled" } else { "unresolved" }).increment(1);
+    state.last = Some(target);
+    Plan {
+        origin: Origin::Kashflow,
+        action: if settled { "sync" } else { "none" }.to_owned(),
+        reason,
+        code,
+        record: kashflow.clone(),
+        state,
+        changed,
+        refused: Vec::new(),
+        taken,
+        unresolved,
+    }
+}
+
+/// The failure that reports a settling pass's unresolved fields.
+fn unresolved_failure(plan: &Plan) -> Failure {
+    let fields: Vec<String> = plan
+        .unresolved
+        .iter()
+        .map(|field| {
+            let open = plan.state.unsettled.get(field).cloned().unwrap_or_default();
+            format!(
+                "{field} (OrderCloud {:?}, KashFlow {:?})",
+                open.ordercloud, open.kashflow
+            )
+        })
+        .collect();
+    Failure::validation(format!(
+        "customer {}: {} differ between OrderCloud and KashFlow since the first sync and no change on either side has settled them: neither is known to be the newer. Set the right value on one side (its change is then synced), then replay or discard this run",
+        plan.code,
+        fields.join(", ")
+    ))
 }
 
 fn side_name(side: Origin) -> &'static str {
@@ -896,6 +1084,7 @@ fn none(origin: Origin, code: &str, state: SyncState, reason: &str) -> Plan {
         changed: Vec::new(),
         refused: Vec::new(),
         taken: Vec::new(),
+        unresolved: Vec::new(),
     }
 }
 
@@ -965,7 +1154,7 @@ impl CustomerSync {
     /// The KashFlow code the run is about (read before taking its lock).
     async fn code_of(&self, ctx: &StepCtx<'_>) -> Result<String, Failure> {
         let input = ctx.input();
-        if input["source"].as_str() == Some(POLL_SOURCE) {
+        if matches!(input["source"].as_str(), Some(POLL_SOURCE | SETTLE_SOURCE)) {
             return input["key"]
                 .as_str()
                 .map(str::to_owned)
@@ -974,6 +1163,33 @@ impl CustomerSync {
         let (buyer, user_id) = user_of(input)?;
         let user = self.ordercloud.get_user(&buyer, &user_id).await?;
         Ok(self.code_for_user(user.as_ref(), &user_id))
+    }
+
+    /// Queues the settling pass of a customer left with unsettled fields
+    /// (see [`settle`]), due [`CustomerSyncSettings::settle_after`] from
+    /// now. Its id comes from the customer and its unsettled fields, so
+    /// queueing it again (a repeated step, a later event while they are
+    /// still open) changes nothing.
+    async fn schedule_settle(&self, ctx: &StepCtx<'_>, plan: &Plan) -> Result<(), Failure> {
+        use sha2::{Digest, Sha256};
+        let open = serde_json::to_string(&plan.state.unsettled).unwrap_or_default();
+        let digest = Sha256::digest(format!("{SETTLE_SOURCE}\n{}\n{open}", plan.code));
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let now = chrono::Utc::now();
+        let not_before = chrono::Duration::from_std(self.settings.settle_after())
+            .ok()
+            .and_then(|wait| now.checked_add_signed(wait))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let run = ledgerbridge_store::NewRun {
+            id,
+            flow: NAME.to_owned(),
+            flow_version: self.version.clone(),
+            input: json!({"source": SETTLE_SOURCE, "key": plan.code}),
+            not_before,
+        };
+        ctx.store().enqueue(run).await.map_err(store_failure)
     }
 
     /// A user we created for a KashFlow customer names its code in xp;
@@ -1020,6 +1236,9 @@ impl CustomerSync {
             ));
         }
         if plan.action != "sync" {
+            if !plan.unresolved.is_empty() {
+                return Err(unresolved_failure(&plan));
+            }
             return Ok(json!({ "plan": encode(&plan)? }));
         }
         if !plan.state.unsettled.is_empty() {
@@ -1063,7 +1282,16 @@ impl CustomerSync {
                 output
             }
         };
+        let settling = ctx.input()["source"].as_str() == Some(SETTLE_SOURCE);
+        if !settling && !plan.state.unsettled.is_empty() && ctx.mode != Mode::DryRun {
+            // Before the state: a crash in between repeats the step, which
+            // schedules the same pass again (a no-op).
+            self.schedule_settle(ctx, &plan).await?;
+        }
         save_state(ctx, &plan.code, &plan.state).await?;
+        if !plan.unresolved.is_empty() {
+            return Err(unresolved_failure(&plan));
+        }
         Ok(json!({
             "plan": encode(&plan)?,
             "kashflow": kashflow,
@@ -1091,12 +1319,15 @@ impl CustomerSync {
         let key = BusinessKey::new(&self.kashflow_connection, "customer", &code);
         let kashflow = &self.kashflow;
         let code_ref = &code;
+        let store = ctx.store();
+        let base = CustomerRecord::from_customer(&customer);
         let created = ctx
             .write_once(
                 key,
                 planned,
                 || async move { Ok(kashflow.get_customer(code_ref).await?.and_then(|c| c.code)) },
                 || async move {
+                    save_base(store, code_ref, &base).await?;
                     match kashflow.create_customer(&customer).await {
                         Ok(created) => Ok(created.code.unwrap_or_else(|| code_ref.clone())),
                         // Created meanwhile by another flow (the invoice of
@@ -1200,6 +1431,9 @@ impl CustomerSync {
         );
         let ordercloud = &self.ordercloud;
         let (buyer_ref, user_ref) = (&buyer, &user_id);
+        let store = ctx.store();
+        let base = CustomerRecord::from_user(&user);
+        let code_ref = &plan.code;
         let created = ctx
             .write_once(
                 key,
@@ -1211,6 +1445,7 @@ impl CustomerSync {
                         .and_then(|u| u.id))
                 },
                 || async move {
+                    save_base(store, code_ref, &base).await?;
                     match ordercloud.create_user(buyer_ref, &user).await {
                         Ok(created) => Ok(created.id.unwrap_or_else(|| user_ref.clone())),
                         // Created meanwhile (a webhook-started run, a person): link it.
@@ -1781,6 +2016,59 @@ mod tests {
         );
         assert_eq!(same.action, "none");
         assert!(same.state.unsettled.contains_key("phone"));
+    }
+
+    #[test]
+    fn a_settling_pass_settles_agreement_and_the_side_that_moved_and_reports_the_rest() {
+        let settings = CustomerSyncSettings::default();
+        // Every field differs at the first sync, none known to be newer.
+        let first = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ada", "Johnson", "a@x", "01"),
+            &counterpart(record("Adeline", "Eveson", "b@x", "02"), &[]),
+        );
+        assert_eq!(first.state.unsettled.len(), 4);
+        // Then, with no event having settled them: OrderCloud changed the
+        // phone, KashFlow the last name, both now hold the same email, and
+        // nobody touched the first name.
+        let plan = settle(
+            "OC-U1".to_owned(),
+            first.state,
+            &record("Ada", "Johnson", "c@x", "03"),
+            &record("Adeline", "Adason", "c@x", "02"),
+        );
+        assert_eq!(plan.action, "sync");
+        assert_eq!(plan.fields_for(Origin::Ordercloud), vec!["last_name"]);
+        assert_eq!(plan.fields_for(Origin::Kashflow), vec!["phone"]);
+        assert_eq!(plan.unresolved, vec!["first_name"]);
+        assert_eq!(
+            plan.state.unsettled.keys().collect::<Vec<_>>(),
+            vec!["first_name"]
+        );
+        assert_eq!(plan.state.last, Some(record("Ada", "Adason", "c@x", "03")));
+        assert!(unresolved_failure(&plan)
+            .message
+            .contains(r#"first_name (OrderCloud "Ada", KashFlow "Adeline")"#));
+        // Settled meanwhile: nothing to do, nothing to report.
+        let quiet = settle(
+            "OC-U1".to_owned(),
+            plan.state.clone(),
+            &record("Ada", "Adason", "c@x", "03"),
+            &record("Ada", "Adason", "c@x", "03"),
+        );
+        assert_eq!(quiet.action, "sync");
+        assert!(quiet.unresolved.is_empty() && quiet.state.unsettled.is_empty());
+        let done = settle(
+            "OC-U1".to_owned(),
+            quiet.state,
+            &record("", "", "", ""),
+            &record("", "", "", ""),
+        );
+        assert_eq!(done.action, "none");
+        assert!(done.unresolved.is_empty());
     }
 
     #[test]

@@ -35,7 +35,6 @@ use ledgerbridge_connectors::kashflow::{
 use ledgerbridge_connectors::ordercloud::{Address, Direction, LineItem, Order, OrderCloudClient};
 use ledgerbridge_connectors::xconnect::{NewContact, XConnectClient};
 use ledgerbridge_core::{BusinessKey, ErrorClass, Failure};
-use ledgerbridge_store::IntentState;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -823,22 +822,11 @@ impl Flow for OrderToInvoice {
                 let kashflow = &self.kashflow;
                 let code_ref = &code;
                 // What KashFlow gets is what OrderCloud held when the order was
-                // placed: customer sync's common ancestor of the two records.
-                // Noted before the create (an attempt killed after its POST
-                // links the customer on the next one, never creating it again)
-                // unless another run has claimed the customer already.
-                let claimed = ctx
-                    .store()
-                    .intent(&key)
-                    .await
-                    .map_err(crate::flow::store_failure)?;
-                if claimed.is_none_or(|intent| {
-                    intent.run_id == ctx.run.id
-                        && !matches!(intent.state, IntentState::Linked { .. })
-                }) {
-                    let base = CustomerRecord::from_customer(&customer);
-                    customer_sync::save_base(ctx, &code, &base).await?;
-                }
+                // placed: customer sync's common ancestor of the two records,
+                // noted by whichever run creates the customer, just before its
+                // POST (see `customer_sync::save_base`).
+                let store = ctx.store();
+                let base = CustomerRecord::from_customer(&customer);
                 let linked = ctx
                     .write_once(
                         key,
@@ -847,6 +835,7 @@ impl Flow for OrderToInvoice {
                             Ok(kashflow.get_customer(code_ref).await?.and_then(|c| c.code))
                         },
                         || async move {
+                            customer_sync::save_base(store, code_ref, &base).await?;
                             match kashflow.create_customer(&customer).await {
                                 Ok(created) => Ok(created.code.unwrap_or_else(|| code_ref.clone())),
                                 // Created meanwhile by someone else: link it.
