@@ -505,3 +505,345 @@ async fn store_parked(database: &str) -> Vec<String> {
         .map(|r| format!("{} {:?}", r.flow, r.last_error))
         .collect()
 }
+
+/// The signed OrderCloud webhook of a user created (`POST`) or changed
+/// (`PATCH`, `request` its body), as the sandbox would send it.
+fn user_envelope(verb: &str, user: &User, request: &Value) -> String {
+    let id = user.id.clone().unwrap();
+    let (route, params) = if verb == "POST" {
+        ("v1/buyers/{buyerID}/users", json!({"buyerID": BUYER}))
+    } else {
+        (
+            "v1/buyers/{buyerID}/users/{userID}",
+            json!({"buyerID": BUYER, "userID": id}),
+        )
+    };
+    json!({
+        "Route": route,
+        "RouteParams": params,
+        "Verb": verb,
+        "Date": "2026-12-02T10:00:00.0000000+00:00",
+        "LogID": uuid::Uuid::new_v4().to_string(),
+        "UserToken": "buyer-token",
+        "Request": {"Body": request, "Headers": null},
+        "Response": {"Body": serde_json::to_value(user).unwrap(), "Headers": null},
+        "ConfigData": {}
+    })
+    .to_string()
+}
+
+/// Waits until a customer-sync run from `origin` has finished with a plan
+/// (and returns how many have).
+async fn wait_for_plan(database: &str, origin: &str, at_least: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = plans(database)
+            .await
+            .iter()
+            .filter(|(o, _)| o == origin)
+            .count();
+        if done >= at_least {
+            return done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished customer-sync run from {origin} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A shopper who has ordered exists on both sides (the user, and the
+/// KashFlow customer the order flow made from the order's user), with no
+/// sync state: their "user created" webhook is still being retried. Found
+/// by reading after the chaos soak: when that delayed webhook was finally
+/// processed, its first sync wrote the whole OrderCloud record over the
+/// KashFlow customer — reverting a phone changed in KashFlow meanwhile —
+/// and the poll then saw KashFlow as it had been and had nothing to report:
+/// the change was lost on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delayed_first_sync_does_not_revert_a_newer_kashflow_change() {
+    const LIST: &str = "GET /kashflow/v2/customers";
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let mut user = oc_user("u-late", "Lena", "Late", "lena@example.com");
+    user.phone = Some("0100 000 0001".to_owned());
+    oc.create_user(BUYER, &user).await.unwrap();
+    let mut customer = kf_customer("OC-U-LATE", "Lena", "Late", "lena@example.com");
+    customer.contacts.as_mut().unwrap()[0].telephone = Some("0100 000 0001".to_owned());
+    kf.create_customer(&customer).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // The engine's next look at KashFlow's customer list waits at the door
+    // (the cycle before it has ended); meanwhile the phone changes there.
+    target.hold(LIST);
+    wait_until(
+        30,
+        || target.held_waiting() > 0,
+        || "the engine never listed KashFlow's customers again".to_owned(),
+    )
+    .await;
+    let mut changed = customer.clone();
+    changed.contacts.as_mut().unwrap()[0].telephone = Some("0700 000 0002".to_owned());
+    kf.update_customer("OC-U-LATE", &changed).await.unwrap();
+
+    // The delayed "user created" webhook arrives and is processed first.
+    let client = reqwest::Client::new();
+    let created = user_envelope("POST", &user, &serde_json::to_value(&user).unwrap());
+    deliver(&client, &spec.base(), &created).await;
+    wait_for_plan(&database, "ordercloud", 1).await;
+
+    // Then the poll sees the KashFlow change: it must reach OrderCloud.
+    target.release(LIST);
+    let want = record("Lena", "Late", "lena@example.com", "0700 000 0002");
+    wait_agree(&kf, &oc, "OC-U-LATE", "u-late", &want).await;
+    let parked = store_parked(&database).await;
+    assert!(parked.is_empty(), "parked: {parked:#?}");
+    assert!(engine.sigterm().success());
+}
+
+/// The mirror case: a first name changed in OrderCloud (its webhook still
+/// on its way) and a last name changed in KashFlow, on a customer that
+/// exists on both sides with no sync state. The KashFlow change is synced
+/// first; it must not write KashFlow's older first name over OrderCloud's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_sync_from_kashflow_does_not_revert_a_newer_ordercloud_change() {
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let user = oc_user("u-both", "Ada", "Lovelace", "ada@example.com");
+    oc.create_user(BUYER, &user).await.unwrap();
+    let customer = kf_customer("OC-U-BOTH", "Ada", "Lovelace", "ada@example.com");
+    kf.create_customer(&customer).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // OrderCloud: a new first name (no webhook registered: we hold it).
+    let patch = json!({"FirstName": "Adeline"});
+    let patched = oc.patch_user(BUYER, "u-both", &patch).await.unwrap();
+    // KashFlow: a new last name, found by the poll and synced first.
+    let mut changed = customer.clone();
+    changed.contacts.as_mut().unwrap()[0].last_name = Some("King".to_owned());
+    changed.name = Some("Ada King".to_owned());
+    kf.update_customer("OC-U-BOTH", &changed).await.unwrap();
+    wait_for_plan(&database, "kashflow", 1).await;
+
+    // Now the OrderCloud webhook arrives.
+    let client = reqwest::Client::new();
+    deliver(
+        &client,
+        &spec.base(),
+        &user_envelope("PATCH", &patched, &patch),
+    )
+    .await;
+    let want = record("Adeline", "King", "ada@example.com", "");
+    wait_agree(&kf, &oc, "OC-U-BOTH", "u-both", &want).await;
+    let parked = store_parked(&database).await;
+    assert!(parked.is_empty(), "parked: {parked:#?}");
+    assert!(engine.sigterm().success());
+}
+
+/// Found by the chaos soak (seed 6070026202691978922): a shopper's first
+/// order made their KashFlow customer, KashFlow changed its last name
+/// before the poll had ever listed it (so the poll's event was a creation,
+/// naming no field), and the delayed "user created" webhook's first sync
+/// could not tell which side was newer: the field was left unsettled for
+/// good and the two systems disagreed. The order flow now notes what it
+/// created the customer with, and the side that moved away from it wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kashflow_change_made_before_the_poll_first_saw_the_customer_is_not_lost() {
+    const LIST: &str = "GET /kashflow/v2/customers";
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // The poll's next look at KashFlow's customers waits at the door.
+    target.hold(LIST);
+    wait_until(
+        30,
+        || target.held_waiting() > 0,
+        || "the engine never listed KashFlow's customers again".to_owned(),
+    )
+    .await;
+    // A shopper signs up and orders; the order flow creates their customer.
+    let orders = target.place_orders(1, "SO-BASE-").await;
+    let order = &target.orders()[&orders[0]];
+    let user_id = order["FromUserID"].as_str().unwrap().to_owned();
+    let code = ledgerbridge_engine::flows::order_to_invoice::customer_code("OC-", &user_id);
+    submit_all(&spec.base(), &orders).await;
+    wait_until(
+        60,
+        || target.invoices_by_reference().contains_key(&orders[0]),
+        || "the order was never invoiced".to_owned(),
+    )
+    .await;
+    // KashFlow changes the last name before the poll has seen the customer.
+    let mut customer = kf.get_customer(&code).await.unwrap().unwrap();
+    customer.contacts.as_mut().unwrap()[0].last_name = Some("Cydson".to_owned());
+    let update = Customer {
+        contacts: customer.contacts.clone(),
+        ..Customer::default()
+    };
+    kf.update_customer(&code, &update).await.unwrap();
+
+    // The delayed "user created" webhook is processed first.
+    let user = oc.get_user(BUYER, &user_id).await.unwrap().unwrap();
+    let client = reqwest::Client::new();
+    let created = user_envelope("POST", &user, &serde_json::to_value(&user).unwrap());
+    deliver(&client, &spec.base(), &created).await;
+    wait_for_plan(&database, "ordercloud", 1).await;
+    target.release(LIST);
+
+    let mut want = CustomerRecord::from_user(&user);
+    want.last_name = "Cydson".to_owned();
+    wait_agree(&kf, &oc, &code, &user_id, &want).await;
+    let parked = store_parked(&database).await;
+    assert!(parked.is_empty(), "parked: {parked:#?}");
+    assert!(engine.sigterm().success());
+}
+
+/// Found by the chaos soak (seed 5815460067733499020): a shopper's "user
+/// created" webhook made their KashFlow customer (customer sync, before
+/// their order did), and the engine was killed after that create and
+/// before the run saved the sync state. KashFlow then changed the last
+/// name before the poll had ever listed the customer, so the poll's event
+/// was a creation naming no field. The repeated run's first sync found the
+/// customer on both sides with no noted base (only the order flow noted
+/// one, and only when it created the customer itself): the last name was
+/// left unsettled, no later event settled it, and KashFlow's "Eveson" never
+/// reached OrderCloud — with no parked run. The create now notes the base,
+/// whichever flow makes it, and the side that moved away from it wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kashflow_last_name_reaches_ordercloud_after_a_first_sync_killed_before_saving_its_state()
+{
+    const LIST: &str = "GET /kashflow/v2/customers";
+    const CONTACT: &str = "POST /xconnect/contacts";
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let spec = spec(&target, &database, dir.path());
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // The poll's next look at KashFlow's customers waits at the door, and
+    // so does the xConnect contact the run writes after KashFlow.
+    target.hold(LIST);
+    wait_until(
+        30,
+        || target.held_waiting() > 0,
+        || "the engine never listed KashFlow's customers again".to_owned(),
+    )
+    .await;
+    target.hold(CONTACT);
+    // A shopper signs up; their "user created" webhook makes the KashFlow
+    // customer; the run stops at the xConnect write, its state not saved.
+    let user = oc_user("drv-kill", "Ada", "Johnson", "ada@example.com");
+    oc.create_user(BUYER, &user).await.unwrap();
+    let client = reqwest::Client::new();
+    let created = user_envelope("POST", &user, &serde_json::to_value(&user).unwrap());
+    deliver(&client, &spec.base(), &created).await;
+    wait_until(
+        60,
+        || target.held_waiting() > 1,
+        || "the run never reached its xConnect write".to_owned(),
+    )
+    .await;
+    assert!(kf.get_customer("OC-DRV-KILL").await.unwrap().is_some());
+    engine.sigkill();
+    target.release(CONTACT);
+
+    // KashFlow changes the last name; the poll has not seen the customer.
+    let mut customer = kf.get_customer("OC-DRV-KILL").await.unwrap().unwrap();
+    customer.contacts.as_mut().unwrap()[0].last_name = Some("Eveson".to_owned());
+    let update = Customer {
+        contacts: customer.contacts.clone(),
+        ..Customer::default()
+    };
+    kf.update_customer("OC-DRV-KILL", &update).await.unwrap();
+
+    // The restarted engine repeats the run (a first sync), then polls.
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_plan(&database, "ordercloud", 1).await;
+    target.release(LIST);
+
+    let want = record("Ada", "Eveson", "ada@example.com", "");
+    wait_agree(&kf, &oc, "OC-DRV-KILL", "drv-kill", &want).await;
+    let parked = store_parked(&database).await;
+    assert!(parked.is_empty(), "parked: {parked:#?}");
+    assert!(engine.sigterm().success());
+}
+
+/// A difference nothing can settle — both systems knew the person before
+/// the sync was set up, with different last names, and neither changes it
+/// again — is not left in silence: the settling pass after the first sync
+/// parks a run naming the field and both values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_difference_no_change_settles_is_reported_by_a_parked_run() {
+    let target = Target::start().await;
+    let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
+    let user = oc_user("u-old", "Ola", "Older", "ola@example.com");
+    oc.create_user(BUYER, &user).await.unwrap();
+    let customer = kf_customer("OC-U-OLD", "Ola", "Oldman", "ola@example.com");
+    kf.create_customer(&customer).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("sync.db").display());
+    let mut spec = spec(&target, &database, dir.path());
+    spec.extra.push_str("settle_after_secs = 1\n");
+    let mut engine = Engine::spawn(&spec, &target);
+    engine.wait_healthy().await;
+    wait_for_baseline(&database).await;
+
+    // A phone set in OrderCloud: its webhook is the customer's first sync.
+    let patch = json!({"Phone": "0100 000 0003"});
+    let patched = oc.patch_user(BUYER, "u-old", &patch).await.unwrap();
+    let client = reqwest::Client::new();
+    deliver(
+        &client,
+        &spec.base(),
+        &user_envelope("PATCH", &patched, &patch),
+    )
+    .await;
+    wait_for_plan(&database, "ordercloud", 1).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let parked = loop {
+        let parked = store_parked(&database).await;
+        if !parked.is_empty() {
+            break parked;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unsettled last name was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(parked.len(), 1, "parked: {parked:#?}");
+    assert!(
+        parked[0].contains(r#"last_name (OrderCloud \"Older\", KashFlow \"Oldman\")"#),
+        "parked: {parked:#?}"
+    );
+    // The phone went through; the last names are as they were.
+    let (k, o) = both(&kf, &oc, "OC-U-OLD", "u-old").await;
+    assert_eq!(k.unwrap().phone, "0100 000 0003");
+    assert_eq!(o.unwrap().last_name, "Older");
+    assert!(engine.sigterm().success());
+}

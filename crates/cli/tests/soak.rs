@@ -5,7 +5,9 @@
 //! clear, the engine drains, and the books must balance: the
 //! reconciliation (through the real CLI) finds no difference, every
 //! submitted order has exactly one invoice, every gateway payment is on its
-//! invoice exactly once, and both systems hold the same customers.
+//! invoice exactly once, and both systems hold the same customers with no
+//! update lost: each field the storefront's people wrote ends with one of
+//! the values last written to it on either side.
 //!
 //! `LEDGERBRIDGE_SOAK_SECS` sets the traffic time per backend (default 25 s,
 //! what CI runs); `LEDGERBRIDGE_SOAK_SEED` replays a run's random choices
@@ -180,13 +182,82 @@ fn payer(target: Arc<Target>, seed: u64, stop: Arc<AtomicBool>) -> tokio::task::
     })
 }
 
+/// What the storefront's people wrote to each customer, per side: for
+/// OrderCloud, each field's last PATCH value (`(user, field)`); for
+/// KashFlow, the whole contact of the last PUT (the API replaces contacts,
+/// so every field is written, changed or not). A write whose answer failed
+/// may have landed, so it is kept beside the last confirmed one.
+#[derive(Debug, Default)]
+struct Written {
+    ordercloud: BTreeMap<(String, &'static str), Vec<(String, bool)>>,
+    kashflow: BTreeMap<String, Vec<(CustomerRecord, bool)>>,
+}
+
+impl Written {
+    fn ordercloud(&mut self, user: &str, field: &'static str, value: &str, confirmed: bool) {
+        let values = self.ordercloud.entry((user.to_owned(), field)).or_default();
+        if confirmed {
+            values.clear();
+        }
+        values.push((value.to_owned(), confirmed));
+    }
+
+    fn kashflow(&mut self, user: &str, record: CustomerRecord, confirmed: bool) {
+        let records = self.kashflow.entry(user.to_owned()).or_default();
+        if confirmed {
+            records.clear();
+        }
+        records.push((record, confirmed));
+    }
+
+    /// The values `field` of `user` may end with if no update was lost:
+    /// the last confirmed write on either side, or a later one whose answer
+    /// failed. Empty (nothing to check) when the field was never written,
+    /// or when a side has only failed writes of it: the value from before
+    /// them (not known here) may stand.
+    fn candidates(&self, user: &str, field: &'static str) -> Vec<String> {
+        let ordercloud = self
+            .ordercloud
+            .get(&(user.to_owned(), field))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let kashflow = self
+            .kashflow
+            .get(user)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let unknown_start = |confirmed: Option<bool>| confirmed == Some(false);
+        if unknown_start(ordercloud.first().map(|w| w.1))
+            || unknown_start(kashflow.first().map(|w| w.1))
+        {
+            return Vec::new();
+        }
+        let mut values: Vec<String> = ordercloud.iter().map(|(v, _)| v.clone()).collect();
+        for (record, _) in kashflow {
+            values.push(field_of(record, field).to_owned());
+        }
+        values
+    }
+}
+
+fn field_of<'a>(record: &'a CustomerRecord, field: &str) -> &'a str {
+    match field {
+        "first_name" => &record.first_name,
+        "last_name" => &record.last_name,
+        "email" => &record.email,
+        _ => &record.phone,
+    }
+}
+
 /// Customer changes on both sides, one every few hundred milliseconds,
-/// until `stop`: an OrderCloud user PATCH or a KashFlow customer update.
+/// until `stop`: an OrderCloud user PATCH or a KashFlow customer update,
+/// each remembered in `written`.
 fn customer_changes(
     target: Arc<Target>,
     seed: u64,
     stop: Arc<AtomicBool>,
     changes: Arc<AtomicU64>,
+    written: Arc<std::sync::Mutex<Written>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut rng = StdRng::seed_from_u64(seed ^ 0xC057);
@@ -202,12 +273,17 @@ fn customer_changes(
             let name = names[rng.gen_range(0..names.len())];
             let phone = format!("07700 9{:05}", rng.gen_range(0..100_000));
             if rng.gen_bool(0.5) {
-                let patch = if rng.gen_bool(0.5) {
-                    json!({"FirstName": name})
+                let (patch, field, value) = if rng.gen_bool(0.5) {
+                    (json!({"FirstName": name}), "first_name", name.to_owned())
                 } else {
-                    json!({"Phone": phone})
+                    (json!({"Phone": phone}), "phone", phone.clone())
                 };
-                if oc.patch_user(BUYER, &user, &patch).await.is_ok() {
+                let done = oc.patch_user(BUYER, &user, &patch).await.is_ok();
+                written
+                    .lock()
+                    .unwrap()
+                    .ordercloud(&user, field, &value, done);
+                if done {
                     changes.fetch_add(1, Ordering::SeqCst);
                 }
             } else {
@@ -227,7 +303,13 @@ fn customer_changes(
                     contacts: Some(contacts),
                     ..Customer::default()
                 };
-                if kf.update_customer(&code, &update).await.is_ok() {
+                let done = kf.update_customer(&code, &update).await.is_ok();
+                let sent = CustomerRecord::from_customer(&Customer {
+                    name: customer.name.clone(),
+                    ..update
+                });
+                written.lock().unwrap().kashflow(&user, sent, done);
+                if done {
                     changes.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -393,14 +475,19 @@ fn assert_payments_applied_once(target: &Target) -> usize {
 }
 
 /// Every shopper's KashFlow customer holds the same record as the
-/// OrderCloud user (waiting up to a minute for the last changes to land).
-/// Returns the customers compared.
-async fn assert_customers_agree(target: &Target) -> usize {
+/// OrderCloud user (waiting up to a minute for the last changes to land),
+/// and no update was lost: each field the storefront's people wrote ends
+/// with one of the values last written to it on either side (the change
+/// processed last wins, so either may; an older one means a later change
+/// was overwritten, even when both sides agree on it). Returns the
+/// customers compared.
+async fn assert_customers_agree(target: &Target, database: &str, written: &Written) -> usize {
     let (kf, oc) = (target.kashflow_client(), target.ordercloud_client());
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let (users, records) = loop {
         let users = shoppers(target);
         let mut problems = Vec::new();
+        let mut records = BTreeMap::new();
         for user in &users {
             let code = customer_code(user);
             let customer = kf.get_customer(&code).await.unwrap();
@@ -410,16 +497,34 @@ async fn assert_customers_agree(target: &Target) -> usize {
             if k.is_none() || k != o {
                 problems.push(format!("{user}: KashFlow {k:?}, OrderCloud {o:?}"));
             }
+            records.insert(user.clone(), k);
         }
         if problems.is_empty() {
-            return users.len();
+            break (users, records);
         }
+        // A parked run explains a customer left behind: show them together.
         assert!(
             Instant::now() < deadline,
-            "customers disagree after 60 s: {problems:#?}"
+            "customers disagree after 60 s: {problems:#?}\nparked runs: {:#?}",
+            parked_runs(database).await
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut lost = Vec::new();
+    for (user, record) in &records {
+        let Some(record) = record else { continue };
+        for field in ["first_name", "last_name", "email", "phone"] {
+            let candidates = written.candidates(user, field);
+            let value = field_of(record, field);
+            if !candidates.is_empty() && !candidates.iter().any(|c| c == value) {
+                lost.push(format!(
+                    "{user}: {field} is {value:?} on both sides, but the last writes were {candidates:?}"
+                ));
+            }
+        }
     }
+    assert!(lost.is_empty(), "lost updates: {lost:#?}");
+    users.len()
 }
 
 /// The orders OrderCloud holds as submitted.
@@ -502,9 +607,16 @@ poll_interval_secs = 1
 
     let stop = Arc::new(AtomicBool::new(false));
     let changes = Arc::new(AtomicU64::new(0));
+    let written = Arc::new(std::sync::Mutex::new(Written::default()));
     let shop = storefront(target.base(), seed, stop.clone());
     let cards = payer(target.clone(), seed, stop.clone());
-    let people = customer_changes(target.clone(), seed, stop.clone(), changes.clone());
+    let people = customer_changes(
+        target.clone(),
+        seed,
+        stop.clone(),
+        changes.clone(),
+        written.clone(),
+    );
 
     let started = Instant::now();
     let end = started + Duration::from_secs(secs);
@@ -554,7 +666,8 @@ poll_interval_secs = 1
     );
     drain(database, &engine).await;
     // A customer change from the last poll cycle may still be on its way.
-    let customers = assert_customers_agree(&target).await;
+    let written = std::mem::take(&mut *written.lock().unwrap());
+    let customers = assert_customers_agree(&target, database, &written).await;
     drain(database, &engine).await;
 
     let parked = parked_runs(database).await;

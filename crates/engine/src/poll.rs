@@ -76,6 +76,10 @@ pub struct Change {
     pub dedupe_key: String,
     /// The record as read (the run's input carries it).
     pub record: Value,
+    /// The record's fields that changed since the last cycle, when the
+    /// source can tell (the run's input carries them as `fields`); empty
+    /// when it cannot, or for a created or deleted record.
+    pub fields: Vec<String>,
 }
 
 /// What a cycle did.
@@ -124,12 +128,15 @@ pub async fn poll_once(
             kind: &change.kind,
         };
         let now = Utc::now();
-        let input = json!({
+        let mut input = json!({
             "source": name,
             "kind": change.kind,
             "key": change.key,
             "record": change.record,
         });
+        if !change.fields.is_empty() {
+            input["fields"] = json!(change.fields);
+        }
         let runs: Vec<NewRun> = flows
             .triggered_by(&kind)
             .into_iter()

@@ -13,6 +13,48 @@
 //! - different: the fields that changed go to the other systems, and the
 //!   state becomes the new record.
 //!
+//! First sync. A customer with no state yet is either new to the other
+//! system — then the whole record is written there — or already held by it:
+//! a shopper's first order made their KashFlow customer from the order's
+//! copy of the user, or both systems knew the person before the sync was set
+//! up. Then neither record is known to be the current one: the order's copy
+//! may be older than the user, and a change made on either side may have
+//! its event still on the way (a webhook being retried, the next poll). So
+//! the two records are compared field by field:
+//! - equal: the baseline;
+//! - empty on one side: filled from the other;
+//! - owned (see below): the owner's value;
+//! - changed on one side only, when the record both started from is known
+//!   (whichever run creates the KashFlow customer — the order flow, from the
+//!   order's copy of the user, or this flow, from the user — or the
+//!   OrderCloud user notes what it created it with, [`base_name`]): the
+//!   side that moved;
+//! - changed by this very event — the keys of an OrderCloud PATCH or PUT
+//!   body, the fields the KashFlow poll saw change (its snapshot keeps a
+//!   short hash per field): the origin's value, as for any later change;
+//! - otherwise unsettled: written nowhere, both values kept in the state,
+//!   and a warning in the run. The first later event that changes the field
+//!   on either side settles it with that side's value — an event naming the
+//!   field, or a value other than the one that side held at the first sync.
+//!   A first sync that leaves fields unsettled also queues a settling pass
+//!   ([`settle`], `settle_after_secs` later): a field that no event has
+//!   settled by then is settled if the sides now agree or one of them has
+//!   moved since the first sync, and otherwise reported — the pass parks
+//!   with both values — never left different in silence.
+//!
+//! A customer this flow created on the other side and whose state was not
+//! saved (the engine killed between the create and the save) once had no
+//! record to start from: the next first sync met a KashFlow change made in
+//! between — one the poll saw as part of a creation, naming no field — as
+//! unsettled, and no later event ever settled it: the KashFlow last name
+//! never reached OrderCloud. The create now notes the base, whichever flow
+//! makes it.
+//!
+//! Writing the whole origin record over an existing customer, as the first
+//! sync once did, lost updates: a delayed "user created" webhook wrote the
+//! user's old phone over one just changed in KashFlow, and the poll's event
+//! of that change then found KashFlow equal to the state and dropped it.
+//!
 //! A customer is synced by one run at a time: read, write and save happen
 //! in one journaled step under the customer's lock, so the echo of a write
 //! (which waits for that lock) always finds the new state. The step is safe
@@ -52,6 +94,8 @@ use crate::poll::{fingerprint, Change, PollBatch, PollSource, Snapshot};
 pub const NAME: &str = "customer-sync";
 /// The poll source of KashFlow customers (cursor name and event source).
 pub const POLL_SOURCE: &str = "kashflow:customers";
+/// The source named by the input of a settling pass (see [`settle`]).
+pub const SETTLE_SOURCE: &str = "customer-sync:settle";
 
 /// Which system's value of a field wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +140,10 @@ pub struct CustomerSyncSettings {
     /// Owner per field (`first_name`, `last_name`, `email`, `phone`);
     /// fields not named are `latest`.
     pub owners: BTreeMap<String, Owner>,
+    /// Seconds after a first sync that left fields unsettled before the
+    /// settling pass looks at them again (see [`settle`]); unset: three
+    /// poll intervals, at least 60 s.
+    pub settle_after_secs: Option<u64>,
 }
 
 impl Default for CustomerSyncSettings {
@@ -108,6 +156,7 @@ impl Default for CustomerSyncSettings {
             poll_interval_secs: 60,
             initial_poll: InitialPoll::Baseline,
             owners: BTreeMap::new(),
+            settle_after_secs: None,
         }
     }
 }
@@ -131,6 +180,14 @@ impl CustomerSyncSettings {
 
     fn owner(&self, field: &str) -> Owner {
         self.owners.get(field).copied().unwrap_or(Owner::Latest)
+    }
+
+    /// The wait before a settling pass (see [`settle`]).
+    pub fn settle_after(&self) -> Duration {
+        let secs = self
+            .settle_after_secs
+            .unwrap_or_else(|| 60.max(self.poll_interval_secs.saturating_mul(3)));
+        Duration::from_secs(secs)
     }
 }
 
@@ -277,6 +334,30 @@ pub struct SyncState {
     pub xconnect_id: Option<String>,
     /// The record as last synced.
     pub last: Option<CustomerRecord>,
+    /// Fields the two systems held different values of at this customer's
+    /// first sync, with neither known to be the newer (see the module
+    /// docs); `last` holds the first sync's origin value for them, which
+    /// was not written anywhere. Absent in states saved before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unsettled: BTreeMap<String, Unsettled>,
+}
+
+/// The two values of an unsettled field, as the first sync read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsettled {
+    /// OrderCloud's value.
+    pub ordercloud: String,
+    /// KashFlow's value.
+    pub kashflow: String,
+}
+
+impl Unsettled {
+    fn held_by(&self, side: Origin) -> &str {
+        match side {
+            Origin::Ordercloud => &self.ordercloud,
+            Origin::Kashflow => &self.kashflow,
+        }
+    }
 }
 
 /// The store cursor holding a customer's sync state.
@@ -313,6 +394,46 @@ async fn save_state(ctx: &StepCtx<'_>, code: &str, state: &SyncState) -> Result<
         .map_err(store_failure)
 }
 
+/// The store cursor holding the record a customer was created with in
+/// KashFlow by the order flow (from the order's copy of the user): the two
+/// records' common ancestor at the customer's first sync.
+pub fn base_name(code: &str) -> String {
+    format!("customer-sync-base:{code}")
+}
+
+/// Notes `record` as the record customer `code` was created with on one
+/// side from the other's (see [`base_name`]). Called by whichever run
+/// creates the KashFlow customer (the order flow, or this flow) or the
+/// OrderCloud user (this flow), inside its ledgered create, just before the
+/// POST: the run that creates is the one that notes, also when an earlier
+/// run claimed the customer and died before creating it, and an attempt
+/// killed after its POST has noted it already. (Noting it only when this
+/// flow's own run had not claimed the customer left the customers this
+/// flow created without a base: a first sync after a kill could then not
+/// tell which side had moved.)
+pub async fn save_base(
+    store: &dyn ledgerbridge_store::Store,
+    code: &str,
+    record: &CustomerRecord,
+) -> Result<(), Failure> {
+    let text = serde_json::to_string(record)
+        .map_err(|e| Failure::new(ErrorClass::Unknown, format!("encoding a base record: {e}")))?;
+    store
+        .set_cursor(&base_name(code), &text)
+        .await
+        .map_err(store_failure)
+}
+
+async fn load_base(ctx: &StepCtx<'_>, code: &str) -> Result<Option<CustomerRecord>, Failure> {
+    let text = ctx
+        .store()
+        .cursor(&base_name(code))
+        .await
+        .map_err(store_failure)?;
+    // Unreadable: as if unknown (the first sync then leaves differences unsettled).
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
 /// Where a run's event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -342,6 +463,29 @@ pub struct Plan {
     pub changed: Vec<String>,
     /// Fields changed on the origin that the other system owns (reverted there).
     pub refused: Vec<String>,
+    /// Fields the origin takes from the other system at a first sync: empty
+    /// on the origin, or owned by the other system (written to the origin).
+    #[serde(default)]
+    pub taken: Vec<String>,
+    /// Unsettled fields a settling pass could not settle (see [`settle`]):
+    /// reported, the run parks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
+}
+
+/// What a run knows about its event besides the origin's record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    /// The other system's record, read when the customer has no sync state
+    /// yet; `None` when it is not there (or was not read).
+    pub counterpart: Option<CustomerRecord>,
+    /// The fields the event itself says were changed on the origin: the
+    /// keys of an OrderCloud PATCH or PUT body, the fields the KashFlow
+    /// poll saw change. Empty for a creation, or when it cannot tell.
+    pub named: Vec<String>,
+    /// The record both sides started from, when known: what the order flow
+    /// created the KashFlow customer with (read with the counterpart).
+    pub base: Option<CustomerRecord>,
 }
 
 /// The flow.
@@ -441,6 +585,44 @@ impl CustomerSync {
 
     async fn plan(&self, ctx: &StepCtx<'_>) -> Result<Plan, Failure> {
         let input = ctx.input();
+        if input["source"].as_str() == Some(SETTLE_SOURCE) {
+            let code = input["key"]
+                .as_str()
+                .ok_or_else(|| Failure::validation("the settling pass names no customer code"))?
+                .to_owned();
+            let state = load_state(ctx, &code).await?;
+            if state.unsettled.is_empty() {
+                let nobody = CustomerRecord::default();
+                return Ok(settle(code, state, &nobody, &nobody));
+            }
+            if state.user_id.is_empty() {
+                return Ok(none(
+                    Origin::Kashflow,
+                    &code,
+                    state,
+                    "no OrderCloud user to settle with",
+                ));
+            }
+            let customer = self.kashflow.get_customer(&code).await?;
+            let user = self
+                .ordercloud
+                .get_user(&state.buyer_id, &state.user_id)
+                .await?;
+            let (Some(customer), Some(user)) = (customer, user) else {
+                return Ok(none(
+                    Origin::Kashflow,
+                    &code,
+                    state,
+                    "the customer is no longer on both sides",
+                ));
+            };
+            return Ok(settle(
+                code,
+                state,
+                &CustomerRecord::from_user(&user),
+                &CustomerRecord::from_customer(&customer),
+            ));
+        }
         if input["source"].as_str() == Some(POLL_SOURCE) {
             let code = input["key"]
                 .as_str()
@@ -473,12 +655,32 @@ impl CustomerSync {
                 }
             }
             let record = CustomerRecord::from_customer(&customer);
+            let mut seen = Seen::default();
+            if input["kind"].as_str() == Some("customer.changed") {
+                seen.named = input["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter(|f| FIELDS.contains(f))
+                    .map(str::to_owned)
+                    .collect();
+            }
+            if state.last.is_none() && !state.user_id.is_empty() {
+                let user = self
+                    .ordercloud
+                    .get_user(&state.buyer_id, &state.user_id)
+                    .await?;
+                seen.counterpart = user.as_ref().map(CustomerRecord::from_user);
+                seen.base = load_base(ctx, &code).await?;
+            }
             return Ok(decide(
                 &self.settings,
                 Origin::Kashflow,
                 code,
                 state,
                 record,
+                &seen,
             ));
         }
         let (buyer, user_id) = user_of(input)?;
@@ -496,27 +698,46 @@ impl CustomerSync {
             ));
         };
         let record = CustomerRecord::from_user(&user);
+        let mut seen = Seen {
+            named: named_in_request(input),
+            ..Seen::default()
+        };
+        if state.last.is_none() {
+            let customer = self.kashflow.get_customer(&code).await?;
+            seen.counterpart = customer.as_ref().map(CustomerRecord::from_customer);
+            seen.base = load_base(ctx, &code).await?;
+        }
         Ok(decide(
             &self.settings,
             Origin::Ordercloud,
             code,
             state,
             record,
+            &seen,
         ))
     }
 }
 
 /// Compares the origin's record with the last synced one: nothing to do
 /// when equal; otherwise the fields that changed (and may change from this
-/// origin) make the new state.
+/// origin) make the new state. A customer's first sync (no state yet)
+/// takes the whole record when the other system does not hold the customer,
+/// and otherwise reconciles the two records field by field (see the module
+/// docs): agreeing fields become the baseline, empty ones are filled, owned
+/// ones take the owner's value, the fields this event changed take the
+/// origin's value, and the rest stay unsettled until a change of theirs.
 pub fn decide(
     settings: &CustomerSyncSettings,
     origin: Origin,
     code: String,
     mut state: SyncState,
     record: CustomerRecord,
+    seen: &Seen,
 ) -> Plan {
     let Some(last) = state.last.clone() else {
+        if let Some(other) = &seen.counterpart {
+            return first_sync_with_counterpart(settings, origin, code, state, record, other, seen);
+        }
         state.last = Some(record.clone());
         metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "first").increment(1);
         return Plan {
@@ -528,22 +749,27 @@ pub fn decide(
             state,
             changed: FIELDS.iter().map(|f| (*f).to_owned()).collect(),
             refused: Vec::new(),
+            taken: Vec::new(),
+            unresolved: Vec::new(),
         };
     };
-    if last == record {
-        metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "unchanged").increment(1);
-        return none(
-            origin,
-            &code,
-            state,
-            "no change since the last sync (our own write coming back, or a change to fields not synced)",
-        );
-    }
     let mut target = last.clone();
     let mut changed = Vec::new();
     let mut refused = Vec::new();
+    let mut settled = Vec::new();
     for field in FIELDS {
-        if last.get(field) == record.get(field) {
+        let value = record.get(field);
+        if let Some(open) = state.unsettled.get(field) {
+            // Neither side was known to be newer: the first change of this
+            // field on either side settles it, with that side's value.
+            if seen.named.iter().any(|n| n == field) || value != open.held_by(origin) {
+                target.set(field, value);
+                changed.push(field.to_owned());
+                settled.push(field);
+            }
+            continue;
+        }
+        if last.get(field) == value {
             continue;
         }
         let allowed = match settings.owner(field) {
@@ -552,11 +778,23 @@ pub fn decide(
             Owner::Kashflow => origin == Origin::Kashflow,
         };
         if allowed {
-            target.set(field, record.get(field));
+            target.set(field, value);
             changed.push(field.to_owned());
         } else {
             refused.push(field.to_owned());
         }
+    }
+    if changed.is_empty() && refused.is_empty() {
+        metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "unchanged").increment(1);
+        return none(
+            origin,
+            &code,
+            state,
+            "no change since the last sync (our own write coming back, or a change to fields not synced)",
+        );
+    }
+    for field in settled {
+        state.unsettled.remove(field);
     }
     metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "changed").increment(1);
     state.last = Some(target);
@@ -569,7 +807,244 @@ pub fn decide(
         state,
         changed,
         refused,
+        taken: Vec::new(),
+        unresolved: Vec::new(),
     }
+}
+
+/// The first sync of a customer the other system already holds: field by
+/// field, what both hold is the baseline; a value only one side has fills
+/// the other; a field with an owner takes the owner's value; a field the
+/// event changed on the origin takes the origin's value (the change
+/// processed last wins, as for any later change); any other difference is
+/// left unsettled — written nowhere — since either side may hold the newer
+/// value (an order's copy of an old record, or a change whose own event is
+/// still to come).
+fn first_sync_with_counterpart(
+    settings: &CustomerSyncSettings,
+    origin: Origin,
+    code: String,
+    mut state: SyncState,
+    record: CustomerRecord,
+    other: &CustomerRecord,
+    seen: &Seen,
+) -> Plan {
+    let other_side = match origin {
+        Origin::Ordercloud => Origin::Kashflow,
+        Origin::Kashflow => Origin::Ordercloud,
+    };
+    let mut target = record.clone();
+    let mut changed = Vec::new();
+    let mut taken = Vec::new();
+    let mut unsettled = BTreeMap::new();
+    for field in FIELDS {
+        let (mine, theirs) = (record.get(field), other.get(field));
+        if mine == theirs {
+            continue;
+        }
+        let base = seen.base.as_ref().map(|b| b.get(field));
+        let winner = if theirs.is_empty() {
+            Some(origin)
+        } else if mine.is_empty() {
+            Some(other_side)
+        } else {
+            match settings.owner(field) {
+                Owner::Ordercloud => Some(Origin::Ordercloud),
+                Owner::Kashflow => Some(Origin::Kashflow),
+                // Only one side moved away from the common ancestor: its change.
+                Owner::Latest if base == Some(theirs) => Some(origin),
+                Owner::Latest if base == Some(mine) => Some(other_side),
+                Owner::Latest if seen.named.iter().any(|n| n == field) => Some(origin),
+                Owner::Latest => None,
+            }
+        };
+        match winner {
+            Some(side) if side == origin => changed.push(field.to_owned()),
+            Some(_) => {
+                target.set(field, theirs);
+                taken.push(field.to_owned());
+            }
+            None => {
+                let (ordercloud, kashflow) = match origin {
+                    Origin::Ordercloud => (mine, theirs),
+                    Origin::Kashflow => (theirs, mine),
+                };
+                unsettled.insert(
+                    field.to_owned(),
+                    Unsettled {
+                        ordercloud: ordercloud.to_owned(),
+                        kashflow: kashflow.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+    metrics::counter!("ledgerbridge_customer_sync_total", "origin" => origin_name(origin), "outcome" => "first").increment(1);
+    let mut reason = format!(
+        "first sync of this customer, already in {}",
+        side_name(other_side)
+    );
+    for (what, fields) in [("sent", &changed), ("taken", &taken)] {
+        if !fields.is_empty() {
+            reason.push_str(&format!("; {what}: {}", fields.join(", ")));
+        }
+    }
+    if !unsettled.is_empty() {
+        let names: Vec<&str> = unsettled.keys().map(String::as_str).collect();
+        reason.push_str(&format!("; unsettled: {}", names.join(", ")));
+    }
+    state.last = Some(target);
+    state.unsettled = unsettled;
+    Plan {
+        origin,
+        action: "sync".to_owned(),
+        reason,
+        code,
+        record,
+        state,
+        changed,
+        refused: Vec::new(),
+        taken,
+        unresolved: Vec::new(),
+    }
+}
+
+/// The settling pass of a customer whose first sync left fields unsettled,
+/// run [`CustomerSyncSettings::settle_after`] later, with both systems
+/// re-read. By then the events that were on their way at the first sync
+/// have been processed and have settled the fields they changed; what is
+/// still unsettled had no such event (a KashFlow change made before the
+/// poll first listed the customer, or a value written by a run killed
+/// before it saved the state), and would otherwise stay different for
+/// good. Per field:
+/// - both sides now agree: settled;
+/// - only one side holds a value other than the one it held at the first
+///   sync: that side changed it since (an event naming no field), and its
+///   value goes to the other side;
+/// - otherwise neither is known to be the newer: left as it is and
+///   reported (`unresolved`: the run parks with both values; a change of
+///   the field on either side settles it as usual).
+pub fn settle(
+    code: String,
+    mut state: SyncState,
+    ordercloud: &CustomerRecord,
+    kashflow: &CustomerRecord,
+) -> Plan {
+    let Some(mut target) = state.last.clone() else {
+        return none(
+            Origin::Kashflow,
+            &code,
+            state,
+            "no sync state: nothing to settle",
+        );
+    };
+    if state.unsettled.is_empty() {
+        return none(
+            Origin::Kashflow,
+            &code,
+            state,
+            "nothing unsettled (settled by a change meanwhile)",
+        );
+    }
+    // KashFlow's values go to OrderCloud as changes from KashFlow,
+    // OrderCloud's to KashFlow as fields KashFlow takes.
+    let (mut changed, mut taken, mut agreed, mut unresolved) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (field, open) in &state.unsettled {
+        let (oc, kf) = (ordercloud.get(field), kashflow.get(field));
+        let moved = (oc != open.ordercloud, kf != open.kashflow);
+        if oc == kf {
+            target.set(field, oc);
+            agreed.push(field.clone());
+        } else if moved == (false, true) {
+            target.set(field, kf);
+            changed.push(field.clone());
+        } else if moved == (true, false) {
+            target.set(field, oc);
+            taken.push(field.clone());
+        } else {
+            unresolved.push(field.clone());
+        }
+    }
+    for field in changed.iter().chain(&taken).chain(&agreed) {
+        state.unsettled.remove(field);
+    }
+    let mut reason = "settling pass".to_owned();
+    for (what, fields) in [
+        ("from KashFlow", &changed),
+        ("from OrderCloud", &taken),
+        ("agreed", &agreed),
+        ("unresolved", &unresolved),
+    ] {
+        if !fields.is_empty() {
+            reason.push_str(&format!("; {what}: {}", fields.join(", ")));
+        }
+    }
+    let settled = !(changed.is_empty() && taken.is_empty() && agreed.is_empty());
+    metrics::counter!("ledgerbridge_customer_sync_total", "origin" => "settle", "outcome" => if unresolved.is_empty() { "settled" } else { "unresolved" }).increment(1);
+    state.last = Some(target);
+    Plan {
+        origin: Origin::Kashflow,
+        action: if settled { "sync" } else { "none" }.to_owned(),
+        reason,
+        code,
+        record: kashflow.clone(),
+        state,
+        changed,
+        refused: Vec::new(),
+        taken,
+        unresolved,
+    }
+}
+
+/// The failure that reports a settling pass's unresolved fields.
+fn unresolved_failure(plan: &Plan) -> Failure {
+    let fields: Vec<String> = plan
+        .unresolved
+        .iter()
+        .map(|field| {
+            let open = plan.state.unsettled.get(field).cloned().unwrap_or_default();
+            format!(
+                "{field} (OrderCloud {:?}, KashFlow {:?})",
+                open.ordercloud, open.kashflow
+            )
+        })
+        .collect();
+    Failure::validation(format!(
+        "customer {}: {} differ between OrderCloud and KashFlow since the first sync and no change on either side has settled them: neither is known to be the newer. Set the right value on one side (its change is then synced), then replay or discard this run",
+        plan.code,
+        fields.join(", ")
+    ))
+}
+
+fn side_name(side: Origin) -> &'static str {
+    match side {
+        Origin::Ordercloud => "OrderCloud",
+        Origin::Kashflow => "KashFlow",
+    }
+}
+
+/// The synced fields an OrderCloud user webhook's request set: the keys of
+/// a PATCH or PUT body. A creation (POST) names none: the new user is not a
+/// change to what KashFlow may already hold.
+fn named_in_request(input: &Value) -> Vec<String> {
+    let verb = input["Verb"].as_str().unwrap_or_default();
+    if !verb.eq_ignore_ascii_case("PATCH") && !verb.eq_ignore_ascii_case("PUT") {
+        return Vec::new();
+    }
+    let Some(body) = input["Request"]["Body"].as_object() else {
+        return Vec::new();
+    };
+    [
+        ("FirstName", "first_name"),
+        ("LastName", "last_name"),
+        ("Email", "email"),
+        ("Phone", "phone"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| body.contains_key(*key))
+    .map(|(_, field)| field.to_owned())
+    .collect()
 }
 
 /// The buyer and user an OrderCloud user webhook names.
@@ -608,6 +1083,8 @@ fn none(origin: Origin, code: &str, state: SyncState, reason: &str) -> Plan {
         state,
         changed: Vec::new(),
         refused: Vec::new(),
+        taken: Vec::new(),
+        unresolved: Vec::new(),
     }
 }
 
@@ -622,12 +1099,13 @@ fn encode<T: Serialize>(value: &T) -> Result<Value, Failure> {
 
 impl Plan {
     /// The fields this run writes to `target`: the changes, to the other
-    /// system; the refused changes, back to the origin.
-    pub fn fields_for(&self, target: Origin) -> &[String] {
+    /// system; the refused changes and the fields taken from the other
+    /// system, to the origin.
+    pub fn fields_for(&self, target: Origin) -> Vec<String> {
         if target == self.origin {
-            &self.refused
+            self.refused.iter().chain(&self.taken).cloned().collect()
         } else {
-            &self.changed
+            self.changed.clone()
         }
     }
 }
@@ -676,7 +1154,7 @@ impl CustomerSync {
     /// The KashFlow code the run is about (read before taking its lock).
     async fn code_of(&self, ctx: &StepCtx<'_>) -> Result<String, Failure> {
         let input = ctx.input();
-        if input["source"].as_str() == Some(POLL_SOURCE) {
+        if matches!(input["source"].as_str(), Some(POLL_SOURCE | SETTLE_SOURCE)) {
             return input["key"]
                 .as_str()
                 .map(str::to_owned)
@@ -685,6 +1163,33 @@ impl CustomerSync {
         let (buyer, user_id) = user_of(input)?;
         let user = self.ordercloud.get_user(&buyer, &user_id).await?;
         Ok(self.code_for_user(user.as_ref(), &user_id))
+    }
+
+    /// Queues the settling pass of a customer left with unsettled fields
+    /// (see [`settle`]), due [`CustomerSyncSettings::settle_after`] from
+    /// now. Its id comes from the customer and its unsettled fields, so
+    /// queueing it again (a repeated step, a later event while they are
+    /// still open) changes nothing.
+    async fn schedule_settle(&self, ctx: &StepCtx<'_>, plan: &Plan) -> Result<(), Failure> {
+        use sha2::{Digest, Sha256};
+        let open = serde_json::to_string(&plan.state.unsettled).unwrap_or_default();
+        let digest = Sha256::digest(format!("{SETTLE_SOURCE}\n{}\n{open}", plan.code));
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let now = chrono::Utc::now();
+        let not_before = chrono::Duration::from_std(self.settings.settle_after())
+            .ok()
+            .and_then(|wait| now.checked_add_signed(wait))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let run = ledgerbridge_store::NewRun {
+            id,
+            flow: NAME.to_owned(),
+            flow_version: self.version.clone(),
+            input: json!({"source": SETTLE_SOURCE, "key": plan.code}),
+            not_before,
+        };
+        ctx.store().enqueue(run).await.map_err(store_failure)
     }
 
     /// A user we created for a KashFlow customer names its code in xp;
@@ -731,21 +1236,26 @@ impl CustomerSync {
             ));
         }
         if plan.action != "sync" {
+            if !plan.unresolved.is_empty() {
+                return Err(unresolved_failure(&plan));
+            }
             return Ok(json!({ "plan": encode(&plan)? }));
         }
-        let to_kashflow = match plan.origin {
-            Origin::Ordercloud => !plan.changed.is_empty() || !plan.refused.is_empty(),
-            Origin::Kashflow => !plan.refused.is_empty(),
-        };
+        if !plan.state.unsettled.is_empty() {
+            let fields: Vec<&str> = plan.state.unsettled.keys().map(String::as_str).collect();
+            ctx.warnings.push(format!(
+                "customer {}: {} differ between OrderCloud and KashFlow and neither is known to be the newer: left as they are until one side changes them",
+                plan.code,
+                fields.join(", ")
+            ));
+        }
+        let to_kashflow = !plan.fields_for(Origin::Kashflow).is_empty();
         let kashflow = if to_kashflow {
             self.write_kashflow(ctx, &plan).await?
         } else {
             json!({"skipped": "nothing to write to KashFlow"})
         };
-        let to_ordercloud = match plan.origin {
-            Origin::Kashflow => !plan.changed.is_empty() || !plan.refused.is_empty(),
-            Origin::Ordercloud => !plan.refused.is_empty(),
-        };
+        let to_ordercloud = !plan.fields_for(Origin::Ordercloud).is_empty();
         let ordercloud = if !to_ordercloud {
             json!({"skipped": "nothing to write to OrderCloud"})
         } else if plan.state.user_id.is_empty() {
@@ -759,7 +1269,11 @@ impl CustomerSync {
         };
         let xconnect = match &self.xconnect {
             None => json!({"skipped": "no xConnect connection"}),
-            Some(_) if plan.changed.is_empty() => {
+            Some(_)
+                if plan.changed.is_empty()
+                    && plan.taken.is_empty()
+                    && plan.state.xconnect_id.is_some() =>
+            {
                 json!({"skipped": "nothing to write to xConnect"})
             }
             Some(xconnect) => {
@@ -768,7 +1282,16 @@ impl CustomerSync {
                 output
             }
         };
+        let settling = ctx.input()["source"].as_str() == Some(SETTLE_SOURCE);
+        if !settling && !plan.state.unsettled.is_empty() && ctx.mode != Mode::DryRun {
+            // Before the state: a crash in between repeats the step, which
+            // schedules the same pass again (a no-op).
+            self.schedule_settle(ctx, &plan).await?;
+        }
         save_state(ctx, &plan.code, &plan.state).await?;
+        if !plan.unresolved.is_empty() {
+            return Err(unresolved_failure(&plan));
+        }
         Ok(json!({
             "plan": encode(&plan)?,
             "kashflow": kashflow,
@@ -796,6 +1319,8 @@ impl CustomerSync {
         let key = BusinessKey::new(&self.kashflow_connection, "customer", &code);
         let kashflow = &self.kashflow;
         let code_ref = &code;
+        let store = ctx.store();
+        let base = CustomerRecord::from_customer(&customer);
         let created = ctx
             .write_once(
                 key,
@@ -803,6 +1328,7 @@ impl CustomerSync {
                 self.kashflow.target().limits().timeout,
                 || async move { Ok(kashflow.get_customer(code_ref).await?.and_then(|c| c.code)) },
                 || async move {
+                    save_base(store, code_ref, &base).await?;
                     match kashflow.create_customer(&customer).await {
                         Ok(created) => Ok(created.code.unwrap_or_else(|| code_ref.clone())),
                         // Created meanwhile by another flow (the invoice of
@@ -847,7 +1373,7 @@ impl CustomerSync {
         let before = CustomerRecord::from_customer(existing);
         let mut current = before.clone();
         for field in plan.fields_for(Origin::Kashflow) {
-            current.set(field, record.get(field));
+            current.set(&field, record.get(&field));
         }
         if current == before {
             return Ok(json!({"skipped": "KashFlow already holds these values"}));
@@ -873,7 +1399,7 @@ impl CustomerSync {
             if fields.iter().all(|f| before.get(f) == record.get(f)) {
                 return Ok(json!({"skipped": "OrderCloud already holds these values"}));
             }
-            let patch = record.user_patch(fields);
+            let patch = record.user_patch(&fields);
             if ctx.mode == Mode::DryRun {
                 ctx.plan("PATCH", &url, Some(patch));
             } else {
@@ -906,6 +1432,9 @@ impl CustomerSync {
         );
         let ordercloud = &self.ordercloud;
         let (buyer_ref, user_ref) = (&buyer, &user_id);
+        let store = ctx.store();
+        let base = CustomerRecord::from_user(&user);
+        let code_ref = &plan.code;
         let created = ctx
             .write_once(
                 key,
@@ -918,6 +1447,7 @@ impl CustomerSync {
                         .and_then(|u| u.id))
                 },
                 || async move {
+                    save_base(store, code_ref, &base).await?;
                     match ordercloud.create_user(buyer_ref, &user).await {
                         Ok(created) => Ok(created.id.unwrap_or_else(|| user_ref.clone())),
                         // Created meanwhile (a webhook-started run, a person): link it.
@@ -1032,9 +1562,8 @@ impl PollSource for KashFlowCustomerPoll {
                 continue;
             };
             let record = CustomerRecord::from_customer(&customer);
-            let value = json!(record);
-            listing.insert(code.clone(), fingerprint(&value));
-            records.insert(code, value);
+            listing.insert(code.clone(), snapshot_entry(&record));
+            records.insert(code, json!(record));
         }
         let diff = snapshot.diff(listing);
         if diff.is_empty() {
@@ -1053,29 +1582,88 @@ impl PollSource for KashFlowCustomerPoll {
                 fetched: 0,
             });
         }
-        let mut changes = Vec::new();
-        for (kind, keys) in [
-            ("customer.created", &diff.created),
-            ("customer.changed", &diff.changed),
-            ("customer.deleted", &diff.deleted),
-        ] {
-            for key in keys {
-                let fp = diff.next.entries.get(key).map_or("gone", String::as_str);
-                changes.push(Change {
-                    kind: kind.to_owned(),
-                    key: key.clone(),
-                    dedupe_key: Snapshot::dedupe_key(&diff.next, kind, key, fp),
-                    record: records.get(key).cloned().unwrap_or(Value::Null),
-                });
+        // Entries saved before they named their fields differ in text only.
+        let mut reformatted = false;
+        let mut changed = Vec::new();
+        for key in &diff.changed {
+            let old = snapshot.entries.get(key).map_or("", String::as_str);
+            let new = diff.next.entries.get(key).map_or("", String::as_str);
+            match changed_fields(old, new) {
+                Some(fields) => changed.push((key, fields)),
+                None => reformatted = true,
             }
         }
+        let mut changes = Vec::new();
+        let created = diff
+            .created
+            .iter()
+            .map(|k| ("customer.created", k, Vec::new()));
+        let changed = changed
+            .into_iter()
+            .map(|(k, fields)| ("customer.changed", k, fields));
+        let deleted = diff
+            .deleted
+            .iter()
+            .map(|k| ("customer.deleted", k, Vec::new()));
+        for (kind, key, fields) in created.chain(changed).chain(deleted) {
+            let fp = diff.next.entries.get(key).map_or("gone", String::as_str);
+            changes.push(Change {
+                kind: kind.to_owned(),
+                key: key.clone(),
+                dedupe_key: Snapshot::dedupe_key(&diff.next, kind, key, fp),
+                record: records.get(key).cloned().unwrap_or(Value::Null),
+                fields,
+            });
+        }
+        let cursor = (!changes.is_empty() || reformatted || first).then(|| diff.next.encode());
         Ok(PollBatch {
             changes,
-            cursor: Some(diff.next.encode()),
+            cursor,
             listed,
             fetched: 0,
         })
     }
+}
+
+/// A customer's entry in the poll snapshot: the fingerprint of the whole
+/// record, then a short hash per synced field (`whole/aaaa.bbbb.cccc.dddd`,
+/// in [`FIELDS`] order), so that a change can name the fields it changed.
+/// Entries saved before the per-field part existed hold `whole` only.
+fn snapshot_entry(record: &CustomerRecord) -> String {
+    let fields: Vec<String> = FIELDS
+        .iter()
+        .map(|field| fingerprint(&json!(record.get(field)))[..4].to_owned())
+        .collect();
+    format!("{}/{}", fingerprint(&json!(record)), fields.join("."))
+}
+
+/// The fields that changed between two snapshot entries of a customer;
+/// `None` when the record did not change (only the entry's format did).
+/// The field hashes are short: two values of one field may share one (1 in
+/// 65,536), and that field is then not named; the change itself is still
+/// seen through the whole record's fingerprint. Unknown (an old entry):
+/// none named.
+fn changed_fields(old: &str, new: &str) -> Option<Vec<String>> {
+    let (old_whole, old_fields) = old.split_once('/').unwrap_or((old, ""));
+    let (new_whole, new_fields) = new.split_once('/').unwrap_or((new, ""));
+    if old_whole == new_whole {
+        return None;
+    }
+    let (old_fields, new_fields): (Vec<&str>, Vec<&str>) = (
+        old_fields.split('.').collect(),
+        new_fields.split('.').collect(),
+    );
+    if old_fields.len() != FIELDS.len() || new_fields.len() != FIELDS.len() {
+        return Some(Vec::new());
+    }
+    Some(
+        FIELDS
+            .iter()
+            .zip(old_fields.iter().zip(&new_fields))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(field, _)| (*field).to_owned())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -1138,6 +1726,22 @@ mod tests {
             user_id: "u1".to_owned(),
             xconnect_id: None,
             last,
+            unsettled: BTreeMap::new(),
+        }
+    }
+
+    fn named(fields: &[&str]) -> Seen {
+        Seen {
+            counterpart: None,
+            named: fields.iter().map(|f| (*f).to_owned()).collect(),
+            base: None,
+        }
+    }
+
+    fn counterpart(other: CustomerRecord, fields: &[&str]) -> Seen {
+        Seen {
+            counterpart: Some(other),
+            ..named(fields)
         }
     }
 
@@ -1152,6 +1756,7 @@ mod tests {
                 "OC-U1".to_owned(),
                 state(Some(synced.clone())),
                 synced.clone(),
+                &Seen::default(),
             );
             assert_eq!(plan.action, "none");
             assert!(plan.changed.is_empty());
@@ -1172,6 +1777,7 @@ mod tests {
             "OC-U1".to_owned(),
             state(Some(synced)),
             from_kashflow,
+            &Seen::default(),
         );
         assert_eq!(plan.action, "sync");
         assert_eq!(plan.changed, vec!["last_name"]);
@@ -1180,7 +1786,7 @@ mod tests {
     }
 
     #[test]
-    fn a_first_sync_takes_the_whole_record() {
+    fn a_first_sync_takes_the_whole_record_when_the_other_side_has_none() {
         let settings = CustomerSyncSettings::default();
         let plan = decide(
             &settings,
@@ -1188,10 +1794,349 @@ mod tests {
             "OC-U1".to_owned(),
             state(None),
             record("A", "B", "", ""),
+            &Seen::default(),
         );
         assert_eq!(plan.action, "sync");
         assert_eq!(plan.changed.len(), FIELDS.len());
         assert_eq!(plan.state.last, Some(record("A", "B", "", "")));
+        assert!(plan.state.unsettled.is_empty());
+    }
+
+    #[test]
+    fn a_first_sync_with_a_counterpart_keeps_agreement_fills_gaps_and_leaves_differences_unsettled()
+    {
+        let settings = CustomerSyncSettings::default();
+        let from_ordercloud = record("Ada", "Lovelace", "ada@x", "");
+        let in_kashflow = record("Ada", "King", "", "01");
+        let plan = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            from_ordercloud,
+            &counterpart(in_kashflow, &[]),
+        );
+        assert_eq!(plan.action, "sync");
+        assert_eq!(
+            plan.changed,
+            vec!["email"],
+            "KashFlow's empty email is filled"
+        );
+        assert_eq!(
+            plan.taken,
+            vec!["phone"],
+            "OrderCloud's empty phone is filled"
+        );
+        assert_eq!(plan.fields_for(Origin::Kashflow), vec!["email"]);
+        assert_eq!(plan.fields_for(Origin::Ordercloud), vec!["phone"]);
+        assert_eq!(
+            plan.state.unsettled.get("last_name"),
+            Some(&Unsettled {
+                ordercloud: "Lovelace".to_owned(),
+                kashflow: "King".to_owned()
+            }),
+            "neither last name is known to be newer: written nowhere"
+        );
+        assert_eq!(plan.state.unsettled.len(), 1);
+        assert_eq!(
+            plan.state.last,
+            Some(record("Ada", "Lovelace", "ada@x", "01"))
+        );
+    }
+
+    /// The lost update found by reading: the delayed "user created" webhook
+    /// of a shopper whose KashFlow customer (made by the order flow) has a
+    /// newer phone, whose poll event comes after.
+    #[test]
+    fn a_delayed_first_sync_leaves_a_newer_change_on_the_other_side_for_its_own_event() {
+        let settings = CustomerSyncSettings::default();
+        let created = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ada", "Lovelace", "ada@x", "01"),
+            &counterpart(record("Ada", "Lovelace", "ada@x", "02"), &[]),
+        );
+        assert!(
+            created.fields_for(Origin::Kashflow).is_empty(),
+            "{created:?}"
+        );
+        assert!(
+            created.fields_for(Origin::Ordercloud).is_empty(),
+            "{created:?}"
+        );
+        assert!(created.state.unsettled.contains_key("phone"));
+        // The poll's event of the KashFlow change: KashFlow's phone wins.
+        let polled = decide(
+            &settings,
+            Origin::Kashflow,
+            "OC-U1".to_owned(),
+            created.state,
+            record("Ada", "Lovelace", "ada@x", "02"),
+            &named(&["phone"]),
+        );
+        assert_eq!(polled.action, "sync");
+        assert_eq!(polled.fields_for(Origin::Ordercloud), vec!["phone"]);
+        assert!(polled.state.unsettled.is_empty());
+        assert_eq!(
+            polled.state.last,
+            Some(record("Ada", "Lovelace", "ada@x", "02"))
+        );
+        // Its echo from OrderCloud is dropped.
+        let echo = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            polled.state,
+            record("Ada", "Lovelace", "ada@x", "02"),
+            &named(&["phone"]),
+        );
+        assert_eq!(echo.action, "none");
+    }
+
+    /// Found by the chaos soak: the KashFlow customer (made by the order
+    /// flow) was changed before the poll first listed it, so the poll's event
+    /// was a creation naming nothing, and the delayed "user created" webhook
+    /// had left the field unsettled for good. The record the order flow
+    /// created the customer with tells which side moved.
+    #[test]
+    fn a_first_sync_knowing_the_created_record_lets_the_side_that_moved_win() {
+        let settings = CustomerSyncSettings::default();
+        let base = record("Ben", "Okafor", "ben@x", "");
+        let seen = Seen {
+            base: Some(base.clone()),
+            ..counterpart(record("Ben", "Cydson", "ben@x", ""), &[])
+        };
+        let from_ordercloud = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ben", "Okafor", "ben@x", ""),
+            &seen,
+        );
+        assert_eq!(from_ordercloud.taken, vec!["last_name"], "KashFlow moved");
+        assert!(from_ordercloud.changed.is_empty());
+        assert!(from_ordercloud.state.unsettled.is_empty());
+        assert_eq!(
+            from_ordercloud.state.last,
+            Some(record("Ben", "Cydson", "ben@x", ""))
+        );
+        // From KashFlow, with OrderCloud the side that moved: OrderCloud's
+        // first name is taken, KashFlow's last name sent.
+        let seen = Seen {
+            base: Some(base),
+            ..counterpart(record("Benedict", "Okafor", "ben@x", ""), &[])
+        };
+        let from_kashflow = decide(
+            &settings,
+            Origin::Kashflow,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ben", "Cydson", "ben@x", ""),
+            &seen,
+        );
+        assert_eq!(from_kashflow.taken, vec!["first_name"]);
+        assert_eq!(from_kashflow.changed, vec!["last_name"]);
+        assert!(from_kashflow.state.unsettled.is_empty());
+    }
+
+    #[test]
+    fn an_unsettled_field_waits_for_a_change_of_its_own_not_of_another_field() {
+        let settings = CustomerSyncSettings::default();
+        // First sync from KashFlow's poll (a new last name there); OrderCloud
+        // has a newer first name whose webhook is still to come.
+        let first = decide(
+            &settings,
+            Origin::Kashflow,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ada", "King", "ada@x", ""),
+            &counterpart(record("Adeline", "Lovelace", "ada@x", ""), &["last_name"]),
+        );
+        assert_eq!(first.changed, vec!["last_name"], "the event's own change");
+        assert!(first.state.unsettled.contains_key("first_name"));
+        // KashFlow changes its phone: the first name is not this event's.
+        let phone = decide(
+            &settings,
+            Origin::Kashflow,
+            "OC-U1".to_owned(),
+            first.state,
+            record("Ada", "King", "ada@x", "03"),
+            &named(&["phone"]),
+        );
+        assert_eq!(phone.changed, vec!["phone"]);
+        assert!(phone.state.unsettled.contains_key("first_name"));
+        // OrderCloud's webhook of its first-name PATCH: OrderCloud wins.
+        let patch = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            phone.state,
+            record("Adeline", "King", "ada@x", "03"),
+            &named(&["first_name"]),
+        );
+        assert_eq!(patch.changed, vec!["first_name"]);
+        assert!(patch.state.unsettled.is_empty());
+        assert_eq!(
+            patch.state.last,
+            Some(record("Adeline", "King", "ada@x", "03"))
+        );
+    }
+
+    #[test]
+    fn an_unsettled_field_changed_after_the_first_sync_is_settled_even_unnamed() {
+        let settings = CustomerSyncSettings::default();
+        let first = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ada", "Lovelace", "", "01"),
+            &counterpart(record("Ada", "Lovelace", "", "02"), &[]),
+        );
+        // A KashFlow event that cannot name its fields, but the phone is
+        // not what KashFlow held at the first sync: it changed since.
+        let later = decide(
+            &settings,
+            Origin::Kashflow,
+            "OC-U1".to_owned(),
+            first.state.clone(),
+            record("Ada", "Lovelace", "", "04"),
+            &Seen::default(),
+        );
+        assert_eq!(later.changed, vec!["phone"]);
+        // The same value as at the first sync, unnamed: nothing settles.
+        let same = decide(
+            &settings,
+            Origin::Kashflow,
+            "OC-U1".to_owned(),
+            first.state,
+            record("Ada", "Lovelace", "", "02"),
+            &Seen::default(),
+        );
+        assert_eq!(same.action, "none");
+        assert!(same.state.unsettled.contains_key("phone"));
+    }
+
+    #[test]
+    fn a_settling_pass_settles_agreement_and_the_side_that_moved_and_reports_the_rest() {
+        let settings = CustomerSyncSettings::default();
+        // Every field differs at the first sync, none known to be newer.
+        let first = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ada", "Johnson", "a@x", "01"),
+            &counterpart(record("Adeline", "Eveson", "b@x", "02"), &[]),
+        );
+        assert_eq!(first.state.unsettled.len(), 4);
+        // Then, with no event having settled them: OrderCloud changed the
+        // phone, KashFlow the last name, both now hold the same email, and
+        // nobody touched the first name.
+        let plan = settle(
+            "OC-U1".to_owned(),
+            first.state,
+            &record("Ada", "Johnson", "c@x", "03"),
+            &record("Adeline", "Adason", "c@x", "02"),
+        );
+        assert_eq!(plan.action, "sync");
+        assert_eq!(plan.fields_for(Origin::Ordercloud), vec!["last_name"]);
+        assert_eq!(plan.fields_for(Origin::Kashflow), vec!["phone"]);
+        assert_eq!(plan.unresolved, vec!["first_name"]);
+        assert_eq!(
+            plan.state.unsettled.keys().collect::<Vec<_>>(),
+            vec!["first_name"]
+        );
+        assert_eq!(plan.state.last, Some(record("Ada", "Adason", "c@x", "03")));
+        assert!(unresolved_failure(&plan)
+            .message
+            .contains(r#"first_name (OrderCloud "Ada", KashFlow "Adeline")"#));
+        // Settled meanwhile: nothing to do, nothing to report.
+        let quiet = settle(
+            "OC-U1".to_owned(),
+            plan.state.clone(),
+            &record("Ada", "Adason", "c@x", "03"),
+            &record("Ada", "Adason", "c@x", "03"),
+        );
+        assert_eq!(quiet.action, "sync");
+        assert!(quiet.unresolved.is_empty() && quiet.state.unsettled.is_empty());
+        let done = settle(
+            "OC-U1".to_owned(),
+            quiet.state,
+            &record("", "", "", ""),
+            &record("", "", "", ""),
+        );
+        assert_eq!(done.action, "none");
+        assert!(done.unresolved.is_empty());
+    }
+
+    #[test]
+    fn a_first_sync_by_a_change_lets_the_origin_win_what_it_changed_and_owners_decide_theirs() {
+        let mut settings = CustomerSyncSettings::default();
+        settings.owners.insert("email".to_owned(), Owner::Kashflow);
+        let plan = decide(
+            &settings,
+            Origin::Ordercloud,
+            "OC-U1".to_owned(),
+            state(None),
+            record("Ada", "Lovelace", "oc@x", "01"),
+            &counterpart(record("Ada", "King", "kf@x", "02"), &["phone", "email"]),
+        );
+        assert_eq!(plan.changed, vec!["phone"], "the PATCH's own field");
+        assert_eq!(plan.taken, vec!["email"], "KashFlow owns email");
+        assert_eq!(
+            plan.state.unsettled.keys().collect::<Vec<_>>(),
+            vec!["last_name"]
+        );
+        assert_eq!(
+            plan.state.last,
+            Some(record("Ada", "Lovelace", "kf@x", "01"))
+        );
+    }
+
+    #[test]
+    fn a_state_saved_before_unsettled_fields_existed_still_loads() {
+        let text = r#"{"buyer_id":"B","user_id":"u1","xconnect_id":null,"last":{"first_name":"A","last_name":"B","email":"","phone":""}}"#;
+        let loaded: SyncState = serde_json::from_str(text).unwrap();
+        assert_eq!(loaded, state(Some(record("A", "B", "", ""))));
+        assert_eq!(serde_json::to_string(&loaded).unwrap(), text);
+    }
+
+    #[test]
+    fn an_ordercloud_webhook_names_the_fields_its_patch_or_put_set() {
+        let patch = json!({"Verb": "PATCH", "Request": {"Body": {"Phone": "01", "xp": {}}}});
+        assert_eq!(named_in_request(&patch), vec!["phone"]);
+        let put = json!({"Verb": "PUT", "Request": {"Body": {"FirstName": "A", "LastName": "B", "Email": "e"}}});
+        assert_eq!(
+            named_in_request(&put),
+            vec!["first_name", "last_name", "email"]
+        );
+        let post = json!({"Verb": "POST", "Request": {"Body": {"FirstName": "A"}}});
+        assert!(named_in_request(&post).is_empty());
+    }
+
+    #[test]
+    fn the_poll_names_the_fields_that_changed() {
+        let old = snapshot_entry(&record("Ada", "Lovelace", "ada@x", "01"));
+        let new = snapshot_entry(&record("Ada", "King", "ada@x", "02"));
+        assert_eq!(
+            changed_fields(&old, &new),
+            Some(vec!["last_name".to_owned(), "phone".to_owned()])
+        );
+        assert_eq!(changed_fields(&old, &old), None);
+        // An entry saved before the per-field part: the same record is no
+        // change; a different one is a change that names nothing.
+        let whole = old.split_once('/').unwrap().0.to_owned();
+        assert_eq!(changed_fields(&whole, &old), None);
+        assert_eq!(changed_fields(&whole, &new), Some(Vec::new()));
+        assert_eq!(
+            whole,
+            fingerprint(&json!(record("Ada", "Lovelace", "ada@x", "01"))),
+            "the whole-record part is the fingerprint saved before"
+        );
     }
 
     #[test]

@@ -637,6 +637,7 @@ pub fn stock_changes(snapshot: &Snapshot, products: &[KashFlowProduct]) -> (Vec<
             key: key.clone(),
             dedupe_key: Snapshot::dedupe_key(&diff.next, CHANGE_KIND, key, fp),
             record: stock_record(product),
+            fields: Vec::new(),
         });
     }
     (changes, diff.next)

@@ -41,6 +41,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::flow::{Flow, Mode, PlannedRequest, StepCtx, Trigger};
+use crate::flows::customer_sync::{self, CustomerRecord};
 use crate::flows::mapped_invoice::FlowFileMapping;
 use crate::flows::payments::{is_payment_flow_reference, order_status_reference};
 
@@ -857,6 +858,12 @@ impl Flow for OrderToInvoice {
                 };
                 let kashflow = &self.kashflow;
                 let code_ref = &code;
+                // What KashFlow gets is what OrderCloud held when the order was
+                // placed: customer sync's common ancestor of the two records,
+                // noted by whichever run creates the customer, just before its
+                // POST (see `customer_sync::save_base`).
+                let store = ctx.store();
+                let base = CustomerRecord::from_customer(&customer);
                 let linked = ctx
                     .write_once(
                         key,
@@ -866,6 +873,7 @@ impl Flow for OrderToInvoice {
                             Ok(kashflow.get_customer(code_ref).await?.and_then(|c| c.code))
                         },
                         || async move {
+                            customer_sync::save_base(store, code_ref, &base).await?;
                             match kashflow.create_customer(&customer).await {
                                 Ok(created) => Ok(created.code.unwrap_or_else(|| code_ref.clone())),
                                 // Created meanwhile by someone else: link it.
