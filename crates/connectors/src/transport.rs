@@ -199,41 +199,14 @@ impl Transport {
         authorization: Option<&str>,
     ) -> Result<Answer, Failure> {
         let what = format!("{method} {}", url.path());
-        let timeout = self.target.limits().timeout;
-        // Inside a write's deadline, nothing is sent after it and nothing
-        // sent outlives it.
-        let deadline = crate::delivery::write_deadline();
-        let not_sent = || {
-            Failure::transient(format!(
-                "{} {what}: not sent: the write's deadline passed while waiting for a slot",
-                self.system
-            ))
-        };
-        let (permit, timeout) = match deadline {
-            None => (self.target.acquire_within(timeout).await?, timeout),
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    return Err(not_sent());
-                }
-                let acquired = tokio::time::timeout_at(
-                    deadline,
-                    self.target.acquire_within(left.min(timeout)),
-                )
-                .await
-                .map_err(|_| not_sent())??;
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    return Err(not_sent());
-                }
-                (acquired, left.min(timeout))
-            }
-        };
+        let permit = self
+            .target
+            .acquire_within(self.target.limits().timeout)
+            .await?;
 
         let mut request = self
             .http
             .request(method.clone(), url.clone())
-            .timeout(timeout)
             .header(ACCEPT, "application/json");
         if let Some(value) = authorization {
             let mut value = HeaderValue::from_str(value).map_err(|_| {
@@ -535,51 +508,6 @@ mod tests {
             4,
             "a timeout halves the limit"
         );
-        server.abort();
-    }
-
-    /// Inside a write's deadline a request that cannot get a slot in time
-    /// is not sent (a certain failure), and one sent is abandoned at the
-    /// deadline even when the connection's own timeout is far longer.
-    #[tokio::test]
-    async fn a_write_deadline_bounds_the_wait_for_a_slot_and_the_request() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            // Accept and never answer.
-            let mut held = Vec::new();
-            loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                held.push(socket);
-            }
-        });
-        let limits = TargetLimits {
-            timeout: std::time::Duration::from_secs(3600),
-            max_concurrency: 1,
-            ..TargetLimits::default()
-        };
-        let t = Transport::new("kashflow", "k", &format!("http://{addr}/v2"), &limits).unwrap();
-        let soon = || tokio::time::Instant::now() + std::time::Duration::from_millis(200);
-
-        let sent = crate::delivery::within_deadline(
-            soon(),
-            t.send(Method::POST, &t.url(&["invoices"]), &Body::Empty, None),
-        )
-        .await
-        .unwrap_err();
-        assert!(sent.outcome_uncertain, "sent, then abandoned: {sent}");
-
-        let slot = t.target().acquire().await;
-        let unsent = crate::delivery::within_deadline(
-            soon(),
-            t.send(Method::POST, &t.url(&["invoices"]), &Body::Empty, None),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(unsent.class, ErrorClass::Transient);
-        assert!(!unsent.outcome_uncertain, "never sent: {unsent}");
-        assert!(unsent.message.contains("not sent"), "{unsent}");
-        drop(slot);
         server.abort();
     }
 

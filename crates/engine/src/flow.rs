@@ -215,9 +215,8 @@ impl<'a> StepCtx<'a> {
     /// step's journal entry; until then the intent stays pending, so a
     /// crash in between makes the retry ask the target first.
     ///
-    /// Every request `create` sends is sent and answered (or abandoned)
-    /// within `deadline` (the connector's request timeout; see
-    /// [`ledgerbridge_connectors::delivery::within_deadline`]). An earlier attempt that never reported its end
+    /// `create` gets at most `deadline` (the connector's request timeout):
+    /// then it is abandoned. An earlier attempt that never reported its end
     /// (its worker died, or lost its lease mid-call while another worker
     /// took the run over) may still have its request on the way for
     /// [`in_flight_window`]`(deadline)` after it began; until then this
@@ -304,16 +303,23 @@ impl<'a> StepCtx<'a> {
                 Err(failure) => return Err(self.settle(key, failure)),
             }
         }
-        // Every request of the create is sent and answered (or abandoned)
-        // within the deadline: after it, only the target's own working time
-        // stands between us and a certain answer to "does it exist?".
-        let until = tokio::time::Instant::now() + deadline;
-        let created =
-            match ledgerbridge_connectors::delivery::within_deadline(until, create()).await {
-                Ok(created) => created,
-                Err(failure) if failure.outcome_uncertain => return Err(failure),
-                Err(failure) => return Err(self.settle(key, failure)),
-            };
+        // The create is abandoned at the deadline (a request still waiting
+        // for a slot then counts as uncertain too: it cannot be told apart
+        // from one on its way), so after the deadline only the target's own
+        // working time stands between us and a certain answer to "does it
+        // exist?".
+        let created = match tokio::time::timeout(deadline, create()).await {
+            Ok(Ok(created)) => created,
+            Ok(Err(failure)) if failure.outcome_uncertain => return Err(failure),
+            Ok(Err(failure)) => return Err(self.settle(key, failure)),
+            Err(_) => {
+                return Err(Failure::transient(format!(
+                    "{key}: the write took longer than {deadline:?} and was abandoned; \
+                     it may still have reached the target"
+                ))
+                .uncertain())
+            }
+        };
         self.link(key, created.clone(), "created", planned);
         Ok(created)
     }

@@ -23,27 +23,5 @@ pub use classify::{classify, classify_transport_error, parse_retry_after, parse_
 pub use config::TargetLimits;
 pub use limiter::{Outcome, Permit, Target, DEFAULT_RATE_LIMIT_PAUSE, MAX_RATE_LIMIT_PAUSE};
 
-tokio::task_local! {
-    static WRITE_DEADLINE: tokio::time::Instant;
-}
-
-/// Runs `work` with every request it sends bounded by `deadline`: a
-/// request that has not got its slot by then is not sent at all (a certain,
-/// transient failure), and one that is sent is answered or abandoned by
-/// then. So whatever `work` writes can no longer reach its target after
-/// `deadline`, save for the time the target itself goes on working on a
-/// request it received.
-pub async fn within_deadline<F: std::future::Future>(
-    deadline: tokio::time::Instant,
-    work: F,
-) -> F::Output {
-    WRITE_DEADLINE.scope(deadline, work).await
-}
-
-/// The deadline set by [`within_deadline`] around the current task, if any.
-pub(crate) fn write_deadline() -> Option<tokio::time::Instant> {
-    WRITE_DEADLINE.try_with(|deadline| *deadline).ok()
-}
-
 #[cfg(test)]
 mod tests;
