@@ -266,6 +266,18 @@ impl<'a> StepCtx<'a> {
             return Ok(external_id.clone());
         }
         if let Some(until) = begun.in_flight_until {
+            // Another live run is writing it (two orders of one shopper
+            // creating their customer, two events for one order): it will
+            // link in a moment; ask again soon, not after the window.
+            if intent.run_id != self.run.id {
+                let other = self.store.run(intent.run_id).await.map_err(store_failure)?;
+                if other.is_some_and(|o| o.run.state == RunState::Running) {
+                    return Err(Failure::transient(format!(
+                        "{key} is being written by run {} right now",
+                        intent.run_id
+                    )));
+                }
+            }
             let wait = (until - Utc::now()).to_std().unwrap_or_default();
             return Err(Failure::transient(format!(
                 "{key}: an earlier attempt (begun {}) did not report its end and its request \
