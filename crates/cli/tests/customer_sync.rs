@@ -486,7 +486,12 @@ async fn a_customer_created_meanwhile_by_another_flow_is_linked_not_parked() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let parked = store_parked(&database).await;
+    assert_nothing_parked_then_stop(&database, engine).await;
+}
+
+/// No run parked; the engine stops cleanly on SIGTERM.
+async fn assert_nothing_parked_then_stop(database: &str, mut engine: Engine) {
+    let parked = store_parked(database).await;
     assert!(parked.is_empty(), "parked: {parked:#?}");
     assert!(engine.sigterm().success());
 }
@@ -603,9 +608,7 @@ async fn a_delayed_first_sync_does_not_revert_a_newer_kashflow_change() {
     target.release(LIST);
     let want = record("Lena", "Late", "lena@example.com", "0700 000 0002");
     wait_agree(&kf, &oc, "OC-U-LATE", "u-late", &want).await;
-    let parked = store_parked(&database).await;
-    assert!(parked.is_empty(), "parked: {parked:#?}");
-    assert!(engine.sigterm().success());
+    assert_nothing_parked_then_stop(&database, engine).await;
 }
 
 /// The mirror case: a first name changed in OrderCloud (its webhook still
@@ -648,9 +651,7 @@ async fn a_first_sync_from_kashflow_does_not_revert_a_newer_ordercloud_change() 
     .await;
     let want = record("Adeline", "King", "ada@example.com", "");
     wait_agree(&kf, &oc, "OC-U-BOTH", "u-both", &want).await;
-    let parked = store_parked(&database).await;
-    assert!(parked.is_empty(), "parked: {parked:#?}");
-    assert!(engine.sigterm().success());
+    assert_nothing_parked_then_stop(&database, engine).await;
 }
 
 /// Found by the chaos soak (seed 6070026202691978922): a shopper's first
@@ -712,9 +713,7 @@ async fn a_kashflow_change_made_before_the_poll_first_saw_the_customer_is_not_lo
     let mut want = CustomerRecord::from_user(&user);
     want.last_name = "Cydson".to_owned();
     wait_agree(&kf, &oc, &code, &user_id, &want).await;
-    let parked = store_parked(&database).await;
-    assert!(parked.is_empty(), "parked: {parked:#?}");
-    assert!(engine.sigterm().success());
+    assert_nothing_parked_then_stop(&database, engine).await;
 }
 
 /// Found by the chaos soak (seed 5815460067733499020): a shopper's "user
@@ -786,9 +785,7 @@ async fn a_kashflow_last_name_reaches_ordercloud_after_a_first_sync_killed_befor
 
     let want = record("Ada", "Eveson", "ada@example.com", "");
     wait_agree(&kf, &oc, "OC-DRV-KILL", "drv-kill", &want).await;
-    let parked = store_parked(&database).await;
-    assert!(parked.is_empty(), "parked: {parked:#?}");
-    assert!(engine.sigterm().success());
+    assert_nothing_parked_then_stop(&database, engine).await;
 }
 
 /// A difference nothing can settle — both systems knew the person before

@@ -695,7 +695,9 @@ impl Store for PgStore {
         // two resumers race safely: the second sees the first's new
         // attempt and waits for it. The database's clock decides, as it
         // wrote `updated_at`.
-        let micros = i64::try_from(in_flight_for.as_micros()).unwrap_or(MAX_LEASE_MICROS);
+        let micros = i64::try_from(in_flight_for.as_micros())
+            .unwrap_or(MAX_LEASE_MICROS)
+            .min(MAX_LEASE_MICROS);
         let restarted = format!(
             "UPDATE intents SET updated_at = now(), settled = false
              WHERE connection = $1 AND kind = $2 AND key = $3 AND state = 'pending'
@@ -706,7 +708,7 @@ impl Store for PgStore {
             .bind(&key.connection)
             .bind(&key.kind)
             .bind(&key.key)
-            .bind(micros.min(MAX_LEASE_MICROS))
+            .bind(micros)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| map_error(&e))?;
