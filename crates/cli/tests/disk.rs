@@ -386,7 +386,9 @@ async fn read_only_disk_answers_503_and_work_resumes_after_remount() {
     // The log lives off the failing disk: what the first engine wrote
     // before the error would be lost with the disk's unsynced pages.
     let logs = tempfile::tempdir().unwrap();
-    let spec = EngineSpec::new(&database, logs.path());
+    let mut spec = EngineSpec::new(&database, logs.path());
+    // Each write's intent and probe, for a failure's story.
+    spec.log_filter = "info,ledgerbridge_engine::flow=debug";
     let mut engine = Engine::spawn(&spec, &target);
     engine.wait_healthy().await;
     let client = reqwest::Client::new();
@@ -429,6 +431,14 @@ async fn read_only_disk_answers_503_and_work_resumes_after_remount() {
     let status = stop(&mut engine).await;
     eprintln!("engine stopped on a read-only disk: {status}");
     disk.repair_and_remount();
+    // The database as the disk gave it back, kept for a failure's story.
+    let remounted = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(disk.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, remounted.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
     let mut engine = Engine::spawn(&spec, &target);
     engine.wait_healthy().await;
     for order in &orders[10..] {
@@ -459,7 +469,21 @@ async fn read_only_disk_answers_503_and_work_resumes_after_remount() {
             )
         })
         .collect();
-    assert!(doubled.is_empty(), "{}", doubled.join("\n\n"));
+    if !doubled.is_empty() {
+        let kept =
+            std::env::temp_dir().join(format!("ledgerbridge-disk-failure-{}", target.addr.port()));
+        let _ = std::fs::create_dir_all(&kept);
+        for entry in std::fs::read_dir(remounted.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let _ = std::fs::copy(&path, kept.join(path.file_name().unwrap()));
+        }
+        let _ = std::fs::copy(&engine.log, kept.join("engine.log"));
+        panic!(
+            "{}\n\nthe database as remounted and the engines' log are kept in {}",
+            doubled.join("\n\n"),
+            kept.display()
+        );
+    }
     target.assert_exactly_one_invoice_each(&orders);
     let status = engine.sigterm();
     assert!(status.success(), "exit {status}\n{log}");

@@ -58,11 +58,6 @@ impl Shop {
     /// minute, like a real gateway's, so an engine restart loses nothing)
     /// and an engine that takes the gateway's events.
     async fn start(extra: &str) -> Shop {
-        Shop::start_with(extra, "5s").await
-    }
-
-    /// [`Shop::start`] with the engine's request timeout.
-    async fn start_with(extra: &str, request_timeout: &'static str) -> Shop {
         let dir = tempfile::tempdir().unwrap();
         let database = format!("sqlite://{}/engine.db", dir.path().display());
         let mut config = SandboxConfig::default();
@@ -71,7 +66,6 @@ impl Shop {
         config.gateway.delivery.max_backoff_ms = 500;
         let target = Target::start_with(config).await;
         let mut spec = EngineSpec::new(&database, dir.path());
-        spec.request_timeout = request_timeout;
         spec.extra =
             format!("[sources.gateway.pay]\nsigning_secret = \"{GATEWAY_SECRET}\"\n\n{extra}\n");
         let mut engine = Engine::spawn(&spec, &target);
@@ -456,12 +450,8 @@ async fn a_payment_before_its_invoice_waits_and_mismatches_park() {
 /// Pays `orders` in full under a KashFlow fault on the payment write (the
 /// invoice PUT) and checks that every payment is on its invoice exactly
 /// once; returns the audit actions seen.
-async fn pay_through_fault(
-    fault: &str,
-    prefix: &str,
-    request_timeout: &'static str,
-) -> BTreeMap<String, usize> {
-    let shop = Shop::start_with("", request_timeout).await;
+async fn pay_through_fault(fault: &str, prefix: &str) -> BTreeMap<String, usize> {
+    let shop = Shop::start("").await;
     // Twelve payment writes: a 50 % fault misses all of them once in 4,096
     // runs (with six it was once in 64, and CI met it).
     let orders = shop.invoiced_orders(12, prefix).await;
@@ -505,7 +495,6 @@ async fn payment_writes_survive_5xx_from_kashflow() {
     let actions = pay_through_fault(
         "kashflow/invoices:error_rate=0.5,status=503,method=PUT",
         "SO-5XX",
-        "5s",
     )
     .await;
     assert_eq!(
@@ -521,11 +510,6 @@ async fn payment_writes_survive_429_from_kashflow() {
     let actions = pay_through_fault(
         "kashflow/invoices:rate_limit=120/min,burst=1,method=PUT",
         "SO-429",
-        // Paced at the learned rate, a payment PUT may wait longer than 5 s
-        // for its turn; abandoned at its deadline it would count as maybe
-        // sent and its retry would wait out the in-flight window, which on
-        // a loaded machine starved the test. Nobody is killed here.
-        "30s",
     )
     .await;
     assert_eq!(actions.get("payment.created"), Some(&12), "{actions:?}");
@@ -538,7 +522,6 @@ async fn a_lost_answer_to_a_payment_write_is_found_not_repeated() {
     let actions = pay_through_fault(
         "kashflow/invoices:commit_then_drop=0.5,method=PUT",
         "SO-DROP",
-        "5s",
     )
     .await;
     assert!(

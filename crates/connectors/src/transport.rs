@@ -203,6 +203,11 @@ impl Transport {
             .target
             .acquire_within(self.target.limits().timeout)
             .await?;
+        if is_write(&method) {
+            // Not sent if the write's attempt may not send any more (the
+            // permit goes back unused).
+            crate::delivery::before_write().await?;
+        }
 
         let mut request = self
             .http

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -215,13 +215,19 @@ impl<'a> StepCtx<'a> {
     /// step's journal entry; until then the intent stays pending, so a
     /// crash in between makes the retry ask the target first.
     ///
-    /// `create` gets at most `deadline` (the connector's request timeout):
-    /// then it is abandoned. An earlier attempt that never reported its end
-    /// (its worker died, or lost its lease mid-call while another worker
-    /// took the run over) may still have its request on the way for
-    /// [`in_flight_window`]`(deadline)` after it began; until then this
-    /// fails transiently instead of asking the target (which would not see
-    /// that request yet) and creating the object a second time.
+    /// Each request `create` sends is answered or abandoned within
+    /// `deadline` (the connector's request timeout) of its sending, and a
+    /// write is sent only within [`send_margin`]`(deadline)` of the
+    /// attempt's recorded start: a write that waited longer for its turn
+    /// (a paced, rate-limited target) first moves the start to now
+    /// ([`Store::restamp_intent`]), and is not sent if another attempt
+    /// began meanwhile. So an attempt that never reported its end (its
+    /// worker died, or lost its lease mid-call while another worker took
+    /// the run over) may still have its request on the way for
+    /// [`in_flight_window`]`(deadline)` after its recorded start; until
+    /// then this fails transiently instead of asking the target (which
+    /// would not see that request yet) and creating the object a second
+    /// time.
     ///
     /// If another run holds a pending intent on the same key and is still
     /// running, this fails transiently rather than racing it.
@@ -256,12 +262,23 @@ impl<'a> StepCtx<'a> {
         // stored. Two runs about the same object (two events for one
         // order) may race here: only one insert wins, and the loser sees
         // the winner's intent.
+        // Before the store stamps the attempt: the time since is at least
+        // the time since the stamp.
+        let asked = Instant::now();
         let begun = self
             .store
             .begin_intent(&key, self.run.id, in_flight_window(deadline))
             .await
             .map_err(store_failure)?;
         let intent = begun.intent;
+        tracing::debug!(
+            %key,
+            run = %self.run.id,
+            inserted = begun.inserted,
+            began = %intent.updated_at,
+            in_flight_until = ?begun.in_flight_until,
+            "intent begun"
+        );
         if let IntentState::Linked { external_id } = &intent.state {
             return Ok(external_id.clone());
         }
@@ -306,7 +323,9 @@ impl<'a> StepCtx<'a> {
         // A pending intent recorded before this call means an earlier
         // attempt (ours or a dead run's) may have reached the target.
         if !begun.inserted {
-            match exists().await {
+            let found = exists().await;
+            tracing::debug!(%key, found = ?found, "asked the target whether it exists");
+            match found {
                 Ok(Some(found)) => {
                     self.link(key, found.clone(), "linked_existing", planned);
                     return Ok(found);
@@ -315,22 +334,54 @@ impl<'a> StepCtx<'a> {
                 Err(failure) => return Err(self.settle(key, failure)),
             }
         }
-        // The create is abandoned at the deadline (a request still waiting
-        // for a slot then counts as uncertain too: it cannot be told apart
-        // from one on its way), so after the deadline only the target's own
-        // working time stands between us and a certain answer to "does it
-        // exist?".
-        let created = match tokio::time::timeout(deadline, create()).await {
-            Ok(Ok(created)) => created,
-            Ok(Err(failure)) if failure.outcome_uncertain => return Err(failure),
-            Ok(Err(failure)) => return Err(self.settle(key, failure)),
-            Err(_) => {
-                return Err(Failure::transient(format!(
-                    "{key}: the write took longer than {deadline:?} and was abandoned; \
-                     it may still have reached the target"
-                ))
-                .uncertain())
+        // Every write of the create goes out within the send margin of the
+        // attempt's recorded start (restamped after a long wait for its
+        // turn) and is answered or abandoned within the deadline after.
+        let (ask, mut asks) = tokio::sync::mpsc::channel(1);
+        let gate = Arc::new(AttemptGate {
+            asks: ask,
+            stamped: std::sync::Mutex::new(asked),
+            margin: send_margin(deadline),
+        });
+        let mut began = intent.updated_at;
+        // A write the gate refused was not sent, but the attempt it belongs
+        // to is no longer the current one: its end is not ours to report.
+        let mut refused = false;
+        let create = ledgerbridge_connectors::delivery::with_send_gate(gate, create());
+        tokio::pin!(create);
+        let created = loop {
+            tokio::select! {
+                biased;
+                done = &mut create => break done,
+                Some(reply) = asks.recv() => {
+                    let answer = match self.store.restamp_intent(&key, began).await {
+                        Ok(Some(now)) => {
+                            began = now;
+                            Ok(())
+                        }
+                        Ok(None) => {
+                            refused = true;
+                            Err(Failure::transient(format!(
+                                "{key}: not sent: another attempt on it began (or it was \
+                                 linked) while this one waited for its turn"
+                            )))
+                        }
+                        Err(err) => {
+                            refused = true;
+                            Err(Failure::transient(format!(
+                                "{key}: not sent: the time of sending could not be \
+                                 recorded: {err}"
+                            )))
+                        }
+                    };
+                    let _ = reply.send(answer);
+                }
             }
+        };
+        let created = match created {
+            Ok(created) => created,
+            Err(failure) if failure.outcome_uncertain || refused => return Err(failure),
+            Err(failure) => return Err(self.settle(key, failure)),
         };
         self.link(key, created.clone(), "created", planned);
         Ok(created)
@@ -367,11 +418,54 @@ impl<'a> StepCtx<'a> {
     }
 }
 
-/// How long after it began a write abandoned at `deadline` may still
-/// reach its target: the target may go on working on a request it
-/// received for about as long as we waited for it, so twice the deadline.
+/// How long after an attempt's recorded start its writes may still be
+/// sent without recording the start again: a tenth of the deadline.
+pub fn send_margin(deadline: Duration) -> Duration {
+    deadline / 10
+}
+
+/// How long after its recorded start an attempt's write may still reach
+/// the target: sent within [`send_margin`], abandoned `deadline` after
+/// sending, and the target may go on working on a request it received
+/// for about as long as we waited for it.
 pub fn in_flight_window(deadline: Duration) -> Duration {
-    deadline.saturating_mul(2)
+    deadline
+        .saturating_mul(2)
+        .saturating_add(send_margin(deadline))
+}
+
+/// One answer of [`StepCtx::write_once`] to a gate's ask: may the write
+/// be sent (its attempt's start moved to now)?
+type SendAsk = tokio::sync::oneshot::Sender<Result<(), Failure>>;
+
+/// The transport's gate inside one attempt of [`StepCtx::write_once`]:
+/// a write that got its turn late asks `write_once` (which holds the
+/// store) to record a new start before it is sent.
+struct AttemptGate {
+    asks: tokio::sync::mpsc::Sender<SendAsk>,
+    /// A local instant no later than the attempt's recorded start.
+    stamped: std::sync::Mutex<Instant>,
+    margin: Duration,
+}
+
+impl ledgerbridge_connectors::delivery::SendGate for AttemptGate {
+    fn before_write(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + '_>> {
+        Box::pin(async move {
+            let stamped = *self.stamped.lock().unwrap_or_else(|p| p.into_inner());
+            if stamped.elapsed() <= self.margin {
+                return Ok(());
+            }
+            let asking = Instant::now();
+            let gone = || Failure::transient("not sent: the write's attempt has ended");
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.asks.send(reply).await.map_err(|_| gone())?;
+            answer.await.map_err(|_| gone())??;
+            *self.stamped.lock().unwrap_or_else(|p| p.into_inner()) = asking;
+            Ok(())
+        })
+    }
 }
 
 /// A store failure seen by a step: retry later (the store may come back).
@@ -425,5 +519,171 @@ impl std::fmt::Debug for FlowRegistry {
         f.debug_struct("FlowRegistry")
             .field("flows", &self.names())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledgerbridge_connectors::delivery::before_write;
+    use ledgerbridge_store::sqlite::SqliteStore;
+    use uuid::Uuid;
+
+    /// The connection's request timeout in these tests.
+    const DEADLINE: Duration = Duration::from_millis(300);
+
+    fn run() -> Run {
+        let now = Utc::now();
+        Run {
+            id: Uuid::new_v4(),
+            event_id: None,
+            flow: "test".to_owned(),
+            flow_version: "1".to_owned(),
+            state: RunState::Running,
+            input: Value::Null,
+            attempts: 1,
+            created_at: now,
+            updated_at: now,
+            next_attempt_at: now,
+            first_failure_at: None,
+            last_error: None,
+            lease_owner: None,
+            lease_expires_at: None,
+        }
+    }
+
+    fn planned() -> PlannedRequest {
+        PlannedRequest {
+            step: "create".to_owned(),
+            method: "POST".to_owned(),
+            url: "http://kashflow.test/v2/customers".to_owned(),
+            body: None,
+        }
+    }
+
+    fn window() -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(in_flight_window(DEADLINE)).unwrap()
+    }
+
+    /// A create that waits for its turn (a paced, rate-limited target)
+    /// longer than its deadline is neither abandoned nor left counting its
+    /// in-flight window from its start: just before its write is sent, the
+    /// attempt's start moves to now, and another run meeting the attempt
+    /// waits the whole window from the sending.
+    #[tokio::test]
+    async fn a_write_that_waited_for_its_turn_counts_its_window_from_its_sending() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let run = run();
+        let outputs = BTreeMap::new();
+        let mut ctx = StepCtx::new(&run, "create", &outputs, Mode::Live, &store);
+        let key = BusinessKey::new("kashflow:main", "customer", "code:PACED");
+        let waited_until = std::sync::Mutex::new(None);
+        let created = ctx
+            .write_once(
+                key.clone(),
+                planned(),
+                DEADLINE,
+                || async { Ok(None) },
+                || async {
+                    // Waiting for a slot, as the transport does under pacing.
+                    tokio::time::sleep(DEADLINE * 2).await;
+                    *waited_until.lock().unwrap() = Some(Utc::now());
+                    before_write().await?;
+                    Ok("CUST-PACED".to_owned())
+                },
+            )
+            .await
+            .expect("a write waiting for its turn is not abandoned");
+        assert_eq!(created, "CUST-PACED");
+        let intent = store.intent(&key).await.unwrap().unwrap();
+        let waited_until = waited_until.lock().unwrap().unwrap();
+        assert!(
+            intent.updated_at >= waited_until,
+            "the attempt's start ({}) moved to its sending (after {waited_until})",
+            intent.updated_at
+        );
+        let other = store
+            .begin_intent(&key, Uuid::new_v4(), in_flight_window(DEADLINE))
+            .await
+            .unwrap();
+        assert_eq!(other.in_flight_until, Some(intent.updated_at + window()));
+    }
+
+    /// A write whose attempt was superseded while it waited for its turn
+    /// (its lease lost, the run taken over, a new attempt begun after the
+    /// window) is not sent, and the new attempt is not reported ended.
+    #[tokio::test]
+    async fn a_write_whose_attempt_was_taken_over_while_it_waited_is_not_sent() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let run = run();
+        let outputs = BTreeMap::new();
+        let mut ctx = StepCtx::new(&run, "create", &outputs, Mode::Live, &store);
+        let key = BusinessKey::new("kashflow:main", "customer", "code:TAKEN");
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        let taken_over = std::sync::Mutex::new(None);
+        let failure = ctx
+            .write_once(
+                key.clone(),
+                planned(),
+                DEADLINE,
+                || async { Ok(None) },
+                || async {
+                    tokio::time::sleep(DEADLINE * 2).await;
+                    // Meanwhile the run was taken over and its new worker
+                    // began another attempt.
+                    let begun = store
+                        .begin_intent(&key, run.id, Duration::ZERO)
+                        .await
+                        .unwrap();
+                    *taken_over.lock().unwrap() = Some(begun.intent.updated_at);
+                    before_write().await?;
+                    sent.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok("CUST-TAKEN".to_owned())
+                },
+            )
+            .await
+            .expect_err("the superseded attempt must not send");
+        assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(failure.message.contains("not sent"), "{failure}");
+        assert!(
+            ctx.settled.is_empty(),
+            "the new attempt's end is not this one's to report"
+        );
+        let intent = store.intent(&key).await.unwrap().unwrap();
+        assert_eq!(Some(intent.updated_at), *taken_over.lock().unwrap());
+        let blocked = store
+            .begin_intent(&key, Uuid::new_v4(), in_flight_window(DEADLINE))
+            .await
+            .unwrap();
+        assert!(
+            blocked.in_flight_until.is_some(),
+            "the new attempt still counts as in flight"
+        );
+    }
+
+    /// A write sent soon after its attempt began records nothing more.
+    #[tokio::test]
+    async fn a_write_sent_at_once_keeps_its_start() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let run = run();
+        let outputs = BTreeMap::new();
+        let mut ctx = StepCtx::new(&run, "create", &outputs, Mode::Live, &store);
+        let key = BusinessKey::new("kashflow:main", "customer", "code:PROMPT");
+        let began = std::sync::Mutex::new(None);
+        ctx.write_once(
+            key.clone(),
+            planned(),
+            Duration::from_secs(30),
+            || async { Ok(None) },
+            || async {
+                *began.lock().unwrap() = store.intent(&key).await.unwrap().map(|i| i.updated_at);
+                before_write().await?;
+                Ok("CUST-PROMPT".to_owned())
+            },
+        )
+        .await
+        .unwrap();
+        let intent = store.intent(&key).await.unwrap().unwrap();
+        assert_eq!(Some(intent.updated_at), *began.lock().unwrap());
     }
 }

@@ -124,6 +124,7 @@ macro_rules! conformance_suite {
             discard_rules,
             begin_intent_is_insert_if_absent,
             an_unsettled_attempt_blocks_another_until_it_cannot_be_in_flight,
+            a_restamped_attempt_blocks_from_its_sending,
             link_intent_rules,
             ledger_lists_one_connection_and_kind,
             cursors_round_trip,
@@ -1173,6 +1174,83 @@ pub async fn an_unsettled_attempt_blocks_another_until_it_cannot_be_in_flight(
     let unknown = BusinessKey::new("kashflow:main", "invoice", "order:none");
     store.settle_intent(&unknown).await.expect("settle unknown");
     assert_eq!(store.intent(&unknown).await.expect("intent"), None);
+}
+
+/// An attempt that waited for its turn is restamped just before sending:
+/// the window then counts from the restamp. A restamp for an attempt that
+/// is no longer current (another began, settled, linked) is refused.
+pub async fn a_restamped_attempt_blocks_from_its_sending(store: Arc<dyn Store>) {
+    let key = BusinessKey::new("kashflow:main", "customer", "code:WAITER");
+    let run = Uuid::new_v4();
+    let first = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    let began = first.intent.updated_at;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let sending = store
+        .restamp_intent(&key, began)
+        .await
+        .expect("restamp")
+        .expect("the current attempt may be restamped");
+    assert!(sending > began, "{sending} after {began}");
+    let blocked = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    assert_eq!(
+        blocked.in_flight_until,
+        Some(sending + chrono::TimeDelta::seconds(60)),
+        "the window counts from the restamp"
+    );
+    assert_eq!(blocked.intent.updated_at, sending);
+    // The old start no longer names the current attempt.
+    assert_eq!(
+        store.restamp_intent(&key, began).await.expect("stale"),
+        None
+    );
+
+    // Another attempt began (the window passed): the old one may not send.
+    let taken = store
+        .begin_intent(&key, run, Duration::ZERO)
+        .await
+        .expect("begin");
+    assert_eq!(taken.in_flight_until, None);
+    assert_eq!(
+        store
+            .restamp_intent(&key, sending)
+            .await
+            .expect("taken over"),
+        None
+    );
+    // A settled attempt ended: nothing more of it may be sent.
+    let current = taken.intent.updated_at;
+    store.settle_intent(&key).await.expect("settle");
+    assert_eq!(
+        store.restamp_intent(&key, current).await.expect("settled"),
+        None
+    );
+    // Linked: done, nothing to send.
+    let again = store
+        .begin_intent(&key, run, IN_FLIGHT)
+        .await
+        .expect("begin");
+    store.link_intent(&key, "CUST-1").await.expect("link");
+    assert_eq!(
+        store
+            .restamp_intent(&key, again.intent.updated_at)
+            .await
+            .expect("linked"),
+        None
+    );
+    let unknown = BusinessKey::new("kashflow:main", "customer", "code:NONE");
+    assert_eq!(
+        store
+            .restamp_intent(&unknown, began)
+            .await
+            .expect("unknown"),
+        None
+    );
 }
 
 /// `link_intent`: pending -> linked, idempotent for the same id, refused

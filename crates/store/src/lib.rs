@@ -444,6 +444,19 @@ pub trait Store: Send + Sync + 'static {
     /// attempt may then ask the target at once. No-op on a linked intent.
     async fn settle_intent(&self, key: &BusinessKey) -> Result<()>;
 
+    /// Moves the start of the current attempt on a pending intent to now,
+    /// just before its request is sent after a long wait (a paced turn at a
+    /// rate-limited target): the in-flight window then counts from the
+    /// sending. Only if the attempt is still the one that began at `began`
+    /// (its `updated_at`) and is unsettled: returns the new start, or
+    /// `None` if another attempt began meanwhile, the attempt was settled
+    /// or the key was linked, and then nothing may be sent.
+    async fn restamp_intent(
+        &self,
+        key: &BusinessKey,
+        began: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>>;
+
     /// Links the key to the external object's id (the write is known done).
     /// Idempotent for the same id; `InvalidState` if linked to another id.
     async fn link_intent(&self, key: &BusinessKey, external_id: &str) -> Result<()>;

@@ -751,6 +751,26 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn restamp_intent(
+        &self,
+        key: &BusinessKey,
+        began: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar(
+            "UPDATE intents SET updated_at = now()
+             WHERE connection = $1 AND kind = $2 AND key = $3 AND state = 'pending'
+               AND NOT settled AND updated_at = $4
+             RETURNING updated_at",
+        )
+        .bind(&key.connection)
+        .bind(&key.kind)
+        .bind(&key.key)
+        .bind(began)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| map_error(&e))
+    }
+
     async fn link_intent(&self, key: &BusinessKey, external_id: &str) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(|e| map_error(&e))?;
         link_in(&mut conn, key, external_id).await

@@ -722,6 +722,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn restamp_intent(
+        &self,
+        key: &BusinessKey,
+        began: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let key = key.clone();
+        self.writer
+            .write(Atomicity::Statement, move |conn| {
+                ops::restamp_intent(conn, &key, began)
+            })
+            .await
+    }
+
     async fn link_intent(&self, key: &BusinessKey, external_id: &str) -> Result<()> {
         let key = key.clone();
         let external_id = external_id.to_owned();

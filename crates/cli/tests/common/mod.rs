@@ -367,6 +367,8 @@ pub struct EngineSpec {
     /// whose worker died mid-call blocks its retry for twice this (it may
     /// still land), so tests that kill engines keep it short.
     pub request_timeout: &'static str,
+    /// The engine's `RUST_LOG`.
+    pub log_filter: &'static str,
 }
 
 impl EngineSpec {
@@ -378,6 +380,7 @@ impl EngineSpec {
             extra: String::new(),
             lease_secs: 2,
             request_timeout: "5s",
+            log_filter: "info",
         }
     }
 
@@ -487,7 +490,7 @@ impl Engine {
             .arg("--config")
             .arg(&config)
             .arg("run")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", spec.log_filter)
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()

@@ -563,6 +563,31 @@ pub(super) fn settle_intent(conn: &Connection, key: &BusinessKey) -> Result<()> 
     Ok(())
 }
 
+pub(super) fn restamp_intent(
+    conn: &Connection,
+    key: &BusinessKey,
+    began: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let now = now_micros();
+    let changed = conn
+        .prepare_cached(
+            "UPDATE intents SET updated_at = ?
+             WHERE connection = ? AND kind = ? AND key = ? AND state = 'pending'
+               AND settled = 0 AND updated_at = ?",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                now.timestamp_micros(),
+                key.connection,
+                key.kind,
+                key.key,
+                began.timestamp_micros()
+            ])
+        })
+        .map_err(sql)?;
+    Ok((changed == 1).then_some(now))
+}
+
 pub(super) fn link_intent(conn: &Connection, key: &BusinessKey, external_id: &str) -> Result<()> {
     let now = now_micros().timestamp_micros();
     match load_intent(conn, key)? {
