@@ -366,15 +366,16 @@ async fn stop(engine: &mut Engine) -> std::process::ExitStatus {
     }
 }
 
-// OPEN BUG, kept runnable with `--ignored`: CI once (2026-12-02) saw order
-// SO-ROff0142-00009 get two KashFlow invoices (8 and 29) across the
-// read-only disk and the restart. After 8f9b7b1 (a write that may still be
-// in flight blocks its retry) it passed 27 runs of 28 here; the one
-// failure came in a full `cargo test` of three test binaries, before the
-// engine log was kept off the failing disk. A failure now prints each
-// doubled order's log lines. Ignored so the rest lands; fix, then un-ignore.
+// It once made two invoices for one order in about ten runs: ext4, aborting
+// its journal, lost the last commits SQLite had been told were on disk (the
+// invoice's intent among them) after the invoice POST went out, so the
+// resumed run found no intent and created again. A run claimed before now
+// asks KashFlow even then (regression test
+// `a_resumed_run_whose_intent_the_disk_lost_finds_its_invoice_instead_of_creating_another`
+// in the engine; `scripts/ext4-abort-durability.py` shows the loss with a
+// plain SQLite writer). A doubled order still prints its log lines and
+// keeps the remounted database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: a duplicate invoice after the disk went read-only (see comment)"]
 async fn read_only_disk_answers_503_and_work_resumes_after_remount() {
     let test = "read_only_disk_answers_503_and_work_resumes_after_remount";
     let Some(disk) = Mount::ext4(test, 64) else {

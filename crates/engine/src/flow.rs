@@ -207,7 +207,9 @@ impl<'a> StepCtx<'a> {
     ///
     /// 1. If the ledger links `key` to an object, returns its id: nothing is sent.
     /// 2. If an earlier attempt recorded the intent but its outcome is
-    ///    unknown, asks the target (`exists`) and links what it finds.
+    ///    unknown, or the run was claimed before (its intent may have been
+    ///    lost with a failing disk), asks the target (`exists`) and links
+    ///    what it finds.
     /// 3. Otherwise records the intent (committed before the call), calls
     ///    `create`, and links the id it returns.
     ///
@@ -321,8 +323,11 @@ impl<'a> StepCtx<'a> {
             }
         }
         // A pending intent recorded before this call means an earlier
-        // attempt (ours or a dead run's) may have reached the target.
-        if !begun.inserted {
+        // attempt (ours or a dead run's) may have reached the target. So
+        // may one of a run claimed before, even without an intent: a disk
+        // that fails (ext4 aborting its journal) can lose the last commits
+        // it acknowledged, an intent among them, after its write went out.
+        if !begun.inserted || self.run.attempts > 1 {
             let found = exists().await;
             tracing::debug!(%key, found = ?found, "asked the target whether it exists");
             match found {
@@ -659,6 +664,64 @@ mod tests {
             blocked.in_flight_until.is_some(),
             "the new attempt still counts as in flight"
         );
+    }
+
+    /// The read-only disk test's doubled invoice: ext4, aborting its journal
+    /// after an error, lost the last commits SQLite had been told were on
+    /// disk, the invoice's intent among them, after the invoice POST went
+    /// out. The run, claimed again, found no intent. A run claimed before
+    /// asks the target even then, and links the invoice it finds.
+    #[tokio::test]
+    async fn a_resumed_run_whose_intent_the_disk_lost_finds_its_invoice_instead_of_creating_another(
+    ) {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let mut run = run();
+        run.attempts = 2;
+        let outputs = BTreeMap::new();
+        let mut ctx = StepCtx::new(&run, "invoice", &outputs, Mode::Live, &store);
+        let key = BusinessKey::new("kashflow:main", "invoice", "order:SO-LOST");
+        assert_eq!(
+            store.intent(&key).await.unwrap(),
+            None,
+            "no intent on record"
+        );
+        let created = std::sync::atomic::AtomicBool::new(false);
+        let number = ctx
+            .write_once(
+                key.clone(),
+                planned(),
+                DEADLINE,
+                || async { Ok(Some("8".to_owned())) },
+                || async {
+                    created.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok("29".to_owned())
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(number, "8", "the invoice already at KashFlow is linked");
+        assert!(!created.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(ctx.links.len(), 1);
+
+        // A run on its first claim has nothing to find and does not ask.
+        let first = self::run();
+        let mut ctx = StepCtx::new(&first, "invoice", &outputs, Mode::Live, &store);
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let number = ctx
+            .write_once(
+                BusinessKey::new("kashflow:main", "invoice", "order:SO-NEW"),
+                planned(),
+                DEADLINE,
+                || async {
+                    asked.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok(None)
+                },
+                || async { Ok("30".to_owned()) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(number, "30");
+        assert!(!asked.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     /// A write sent soon after its attempt began records nothing more.
