@@ -285,7 +285,7 @@ impl Transport {
             permit.success();
         } else if status == StatusCode::TOO_MANY_REQUESTS {
             self.target.on_rate_limited(retry_after);
-            permit.overloaded();
+            permit.record(Outcome::RateLimited);
         } else {
             let class = classify(status, &answer.body, None, self.system).class;
             if class == ErrorClass::Transient {

@@ -21,7 +21,10 @@ mod limiter;
 
 pub use classify::{classify, classify_transport_error, parse_retry_after, parse_retry_after_at};
 pub use config::TargetLimits;
-pub use limiter::{Outcome, Permit, Target, DEFAULT_RATE_LIMIT_PAUSE, MAX_RATE_LIMIT_PAUSE};
+pub use limiter::{
+    Outcome, Permit, Target, CIRCUIT_COOLDOWN, CIRCUIT_FAILURES, DEFAULT_RATE_LIMIT_PAUSE,
+    MAX_CIRCUIT_COOLDOWN, MAX_RATE_LIMIT_PAUSE,
+};
 
 use std::future::Future;
 use std::sync::Arc;

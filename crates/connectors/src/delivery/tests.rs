@@ -493,3 +493,105 @@ async fn a_rate_limited_target_is_paced_near_its_limit_not_at_one_per_retry_afte
     );
     assert!(refused <= 60, "{refused} refused in two minutes");
 }
+
+/// Lets spawned tasks run; returns how many of `tasks` have finished.
+async fn finished(tasks: &[tokio::task::JoinHandle<Permit>]) -> usize {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tasks.iter().filter(|t| t.is_finished()).count()
+}
+
+/// A target that fails every request (down, refusing at once) is not
+/// hammered: after `CIRCUIT_FAILURES` failures in a row its requests wait;
+/// then one probe goes while the others wait for its answer; a failed probe
+/// doubles the hold, an answer lets everyone through.
+#[tokio::test(start_paused = true)]
+async fn a_failing_target_opens_its_circuit_and_probes_once_per_hold() {
+    let target = Target::new("kashflow:main", limits(8, 1));
+    for _ in 0..CIRCUIT_FAILURES - 1 {
+        target.acquire().await.record(Outcome::Failed);
+    }
+    assert!(!target.circuit_open(), "one failure short: still closed");
+    target.acquire().await.overloaded();
+    assert!(target.circuit_open());
+
+    // A caller that may not wait that long is told so, nothing sent.
+    let refused = target
+        .acquire_within(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class, ErrorClass::Transient);
+    assert!(refused.message.contains("circuit open"), "{refused}");
+    assert!(refused.retry_after.unwrap() > Duration::from_millis(900));
+
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move { target.acquire().await })
+        })
+        .collect();
+    tokio::time::sleep(CIRCUIT_COOLDOWN - Duration::from_millis(10)).await;
+    assert_eq!(finished(&waiters).await, 0, "all wait out the hold");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(finished(&waiters).await, 1, "one probe, the others wait");
+
+    // The probe fails: held again, twice as long.
+    let (done, waiting): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|t| t.is_finished());
+    let probe = done.into_iter().next().unwrap().await.unwrap();
+    probe.record(Outcome::Failed);
+    tokio::time::sleep(CIRCUIT_COOLDOWN * 2 - Duration::from_millis(10)).await;
+    assert_eq!(
+        finished(&waiting).await,
+        0,
+        "held twice as long after a failed probe"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(finished(&waiting).await, 1, "the second probe");
+
+    // It is answered: the circuit closes and the last caller goes at once.
+    let (done, waiting): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|t| t.is_finished());
+    done.into_iter().next().unwrap().await.unwrap().success();
+    assert!(!target.circuit_open());
+    assert_eq!(finished(&waiting).await, 1);
+}
+
+/// 429s are answers: however many, they pause and pace the target but do
+/// not open its circuit. The hold never exceeds the request timeout, and a
+/// probe dropped unanswered lets the next caller probe.
+#[tokio::test(start_paused = true)]
+async fn rate_limits_do_not_open_the_circuit_and_holds_stay_within_the_timeout() {
+    let target = Target::new("t", limits(8, 1));
+    for _ in 0..CIRCUIT_FAILURES * 3 {
+        target.acquire().await.record(Outcome::RateLimited);
+    }
+    assert!(!target.circuit_open());
+
+    let short = TargetLimits {
+        timeout: Duration::from_millis(300),
+        ..limits(8, 1)
+    };
+    let target = Target::new("t", short);
+    for _ in 0..CIRCUIT_FAILURES {
+        target.acquire().await.record(Outcome::Failed);
+    }
+    let start = tokio::time::Instant::now();
+    let probe = target.acquire().await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(300),
+        "held for the timeout"
+    );
+    drop(probe); // unanswered: the next caller probes at once
+    let probe = target.acquire().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    probe.record(Outcome::Failed);
+    let again = target.acquire().await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(600),
+        "a failed probe doubles the hold, capped at the timeout"
+    );
+    again.success();
+    assert!(!target.circuit_open());
+}
